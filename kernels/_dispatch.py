@@ -1,0 +1,59 @@
+"""One `impl=` switch shared by every kernel.
+
+impl      what runs
+--------  ----------------------------------------------------------------------
+"auto"    per platform inside ONE jitted program (`lax.platform_dependent`):
+          Pallas TPU kernel on TPU, Pallas Triton kernel on CUDA GPUs, the
+          chunked/blockwise jnp path (XLA) everywhere else (CPU).
+"xla"     the chunked/blockwise jnp path on every platform.
+"pallas"  the Pallas kernel of the platform the program is lowered for; on a
+          platform with no Pallas kernel (CPU) this is an error, not a fallback.
+"interpret"  the Pallas TPU kernel body run by the Pallas interpreter: how the
+          kernels are proven on CPU (tests use the GPU body in interpret mode too).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+
+IMPLS = ("auto", "xla", "pallas", "interpret")
+
+
+def check_impl(impl: str) -> str:
+  if impl not in IMPLS:
+    raise ValueError(f"impl={impl!r} is not one of {IMPLS}")
+  return impl
+
+
+def select(impl: str, *, xla: Callable, tpu: Callable, gpu: Callable) -> Callable:
+  """Returns the function to call for `impl`.
+
+  `xla(*args)` is the jnp path; `tpu(*args, interpret=bool)` and
+  `gpu(*args, interpret=bool)` are the custom_vjp-wrapped Pallas kernels.
+  All three take the same positional array arguments (static options are
+  bound by the caller with functools.partial).
+  """
+  check_impl(impl)
+  if impl == "xla":
+    return xla
+  if impl == "interpret":
+    return lambda *a: tpu(*a, interpret=True)
+  if impl == "pallas":
+    def pallas(*a):
+      return jax.lax.platform_dependent(
+          *a, tpu=lambda *b: tpu(*b, interpret=False),
+          cuda=lambda *b: gpu(*b, interpret=False),
+          default=_no_pallas_here)
+    return pallas
+  # auto
+  return lambda *a: jax.lax.platform_dependent(
+      *a, tpu=lambda *b: tpu(*b, interpret=False),
+      cuda=lambda *b: gpu(*b, interpret=False), default=xla)
+
+
+def _no_pallas_here(*_):
+  raise NotImplementedError(
+      "impl='pallas' has no kernel for this platform (Pallas kernels exist for "
+      "TPU and CUDA GPUs); use impl='auto' (falls back to XLA), 'xla', or "
+      "'interpret' to run the kernel body in the Pallas interpreter.")
