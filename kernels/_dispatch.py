@@ -7,7 +7,9 @@ impl      what runs
           chunked/blockwise jnp path (XLA) everywhere else (CPU).
 "xla"     the chunked/blockwise jnp path on every platform.
 "pallas"  the Pallas kernel of the platform the program is lowered for; on a
-          platform with no Pallas kernel (CPU) this is an error, not a fallback.
+          platform with no Pallas kernel (CPU) this is an error, not a fallback
+          (lowering fails: "MLIR translation rule for primitive 'platform_index'
+          not found for platform cpu").
 "interpret"  the Pallas TPU kernel body run by the Pallas interpreter: how the
           kernels are proven on CPU (tests use the GPU body in interpret mode too).
 """
@@ -40,20 +42,16 @@ def select(impl: str, *, xla: Callable, tpu: Callable, gpu: Callable) -> Callabl
   if impl == "interpret":
     return lambda *a: tpu(*a, interpret=True)
   if impl == "pallas":
+    # No `default` branch: platform_dependent traces EVERY branch, so a default
+    # that raises would break tracing for TPU and CUDA too. Without one, only
+    # lowering for another platform fails.
     def pallas(*a):
       return jax.lax.platform_dependent(
           *a, tpu=lambda *b: tpu(*b, interpret=False),
-          cuda=lambda *b: gpu(*b, interpret=False),
-          default=_no_pallas_here)
+          cuda=lambda *b: gpu(*b, interpret=False))
     return pallas
   # auto
   return lambda *a: jax.lax.platform_dependent(
       *a, tpu=lambda *b: tpu(*b, interpret=False),
       cuda=lambda *b: gpu(*b, interpret=False), default=xla)
 
-
-def _no_pallas_here(*_):
-  raise NotImplementedError(
-      "impl='pallas' has no kernel for this platform (Pallas kernels exist for "
-      "TPU and CUDA GPUs); use impl='auto' (falls back to XLA), 'xla', or "
-      "'interpret' to run the kernel body in the Pallas interpreter.")
