@@ -9,6 +9,8 @@
 Imports are lazy so that using one kernel does not import (or break on) the others.
 """
 import importlib
+import sys
+import types
 
 _WHERE = {
     "attention": "kernels.attention.api",
@@ -24,6 +26,20 @@ def __getattr__(name):
   if name in _WHERE:
     return getattr(importlib.import_module(_WHERE[name]), name)
   raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+
+
+class _KernelsModule(types.ModuleType):
+  """Importing kernels/<name>/ makes Python bind the subpackage as the attribute `kernels.<name>`,
+  which would shadow the function above; refuse that binding so `kernels.<name>` is always the
+  function (the subpackages stay importable: `from kernels.attention import reference`)."""
+
+  def __setattr__(self, name, value):
+    if name in _WHERE and isinstance(value, types.ModuleType):
+      return
+    super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _KernelsModule
 
 
 __all__ = list(_WHERE) + ["IMPLS"]

@@ -1,0 +1,55 @@
+"""attention(q, k, v, ...): softmax attention with causal / window / segment masks, GQA, softcap.
+
+impl="xla" (and "auto" on CPU): the materialised jnp attention for short keys (S <= NAIVE_MAX_S,
+where it is the fastest on CPU), else the blockwise FlashAttention-2 jnp path (linear memory).
+"""
+from __future__ import annotations
+
+import functools
+
+from kernels import _dispatch
+from kernels._attn_common import Spec, check_inputs, is_static_number, maybe_traced_scalar
+from kernels.attention import reference
+
+# Keys up to this length use the materialised path in impl="xla" (measured: benchmarks/bench_attention.py).
+NAIVE_MAX_S = 1024
+XLA_BLOCK = 512
+
+
+def attention(q_BTHD, k_BSKD, v_BSKD, *, causal=True, segment_ids=None, window=None,
+              logit_scale=1.0, softcap=None, scale=None, impl="auto", block_q=None, block_k=None):
+  """Softmax attention. q [B,T,H,D], k/v [B,S,K,D] with K | H; returns o [B,T,H,D] in q's dtype.
+
+  logits = logit_scale * scale * q.k (scale defaults to D**-0.5; logit_scale may be traced),
+  optionally soft-capped c*tanh(logits/c). Masks: see kernels/_attn_common.py. Rows that see no
+  key return 0.
+  """
+  _dispatch.check_impl(impl)
+  q_seg, kv_seg, scale = check_inputs("attention", q_BTHD, k_BSKD, v_BSKD, causal=causal,
+                                      segment_ids=segment_ids, window=window, scale=scale)
+  if softcap is not None and (not is_static_number(softcap) or softcap <= 0):
+    raise ValueError(f"attention: softcap must be a positive Python number, got {softcap!r}")
+  logit_scale = maybe_traced_scalar("attention", "logit_scale", logit_scale)
+  if is_static_number(logit_scale):
+    scale *= logit_scale
+  else:   # traced multiplier: fold into q, so autodiff gives its gradient outside the kernels
+    q_BTHD = (q_BTHD * logit_scale).astype(q_BTHD.dtype)
+  spec = Spec("softmax", causal, window, scale, None if softcap is None else float(softcap), 0.0,
+              q_BTHD.shape[1], k_BSKD.shape[1])
+  return run(spec, q_BTHD, k_BSKD, v_BSKD, q_seg, kv_seg, impl=impl, block_q=block_q,
+             block_k=block_k)
+
+
+def run(spec, q, k, v, q_seg, kv_seg, *, impl, block_q, block_k):
+  """Dispatch shared with sigmoid_attention (the spec says which kind)."""
+  xla = functools.partial(_xla, spec, block_q=block_q, block_k=block_k)
+  # TODO(attn): Pallas kernels; until then the XLA path stands in for them.
+  pallas = lambda *a, interpret: xla(*a)
+  return _dispatch.select(impl, xla=xla, tpu=pallas, gpu=pallas)(q, k, v, q_seg, kv_seg)
+
+
+def _xla(spec, q, k, v, q_seg, kv_seg, *, block_q, block_k):
+  if spec.S <= NAIVE_MAX_S and block_q is None and block_k is None:
+    return reference.naive(q, k, v, spec, q_seg, kv_seg)
+  return reference.blockwise(q, k, v, spec, q_seg, kv_seg, block_q=block_q or XLA_BLOCK,
+                             block_k=block_k or XLA_BLOCK)
