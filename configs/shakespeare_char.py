@@ -1,0 +1,24 @@
+"""nanoGPT's CPU "baby" shakespeare_char run, reproduced exactly (nanoGPT README, "I only have a macbook").
+
+    python train.py --config configs/shakespeare_char.py data.path=../shared/data/tinyshakespeare.txt
+
+4 layers, 4 heads, width 128, block 64, batch 12, dropout 0, AdamW lr 1e-3 (beta2 0.99, weight decay 0.1,
+grad clip 1.0), 100 warmup iters, cosine to 1e-4 over 2000 iters, GPT-2 blocks with nanoGPT's default
+bias=False (no biases in LayerNorm or Linear), tied embeddings, char tokenizer (vocab 65 for
+tinyshakespeare), the last 10% of characters as validation. nanoGPT reports val loss 1.88 at iter 2000;
+this should reach <= 1.88. nanoGPT estimates val loss on 20 random batches; we use the first 20 fixed
+ones. `python benchmarks/shakespeare_char.py` measures tokens/s (see docs/shakespeare_char.md).
+"""
+from configs.base import CheckpointConfig, Config, DataConfig, TrainConfig, gpt2_style
+
+
+def get_config() -> Config:
+  return Config(
+      model=gpt2_style(vocab_size=65, d_model=128, n_layers=4, n_heads=4, d_ff=512, max_len=64,
+                       use_bias=False, norm_bias=False),
+      data=DataConfig(source="text", path="", tokenizer="char", seq_len=64, val_fraction=0.1),
+      train=TrainConfig(steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup_steps=100,
+                        schedule="cosine", b1=0.9, b2=0.99, weight_decay=0.1, clip_norm=1.0,
+                        log_every=50, eval_every=250, eval_steps=20),
+      ckpt=CheckpointConfig(every=1000, keep=1),
+  )

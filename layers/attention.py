@@ -1,0 +1,88 @@
+"""Multi-head attention with GQA/MQA, RoPE, packed sequences and a KV cache for decoding.
+
+Training and prefill-free evaluation call `kernels.attention` / `kernels.sigmoid_attention` (flash
+kernels on TPU/GPU, a blockwise XLA path on CPU). Decoding (`decode=True`) appends the new keys and
+values to a fixed-size cache and attends with plain jnp: one query row per step needs no kernel.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import kernels
+from layers.embed import rope
+from layers.dense import Dense
+from layers.sharding import constrain
+
+
+class Attention(nn.Module):
+  n_heads: int
+  n_kv_heads: int
+  d_head: int
+  kind: str = "softmax"          # softmax | sigmoid
+  sigmoid_bias: float = 0.0      # b in sigmoid(q.k/sqrt(d) + b), e.g. -log(n)
+  pos: str = "learned"           # rope applies rotations here; other kinds are added at the input
+  rope_theta: float = 10000.0
+  use_bias: bool = True
+  impl: str = "auto"
+  init_std: float = 0.02
+  out_std: float = 0.02
+  decode: bool = False
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def proj(self, x, heads, axis_names, name):
+    return Dense((heads, self.d_head), ("embed",) + axis_names, use_bias=self.use_bias,
+                 init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT=None, logit_scale=1.0):
+    H, K = self.n_heads, self.n_kv_heads
+    q_BTHD = self.proj(x_BTD, H, ("heads", "kv"), "query")
+    k_BTKD = self.proj(x_BTD, K, ("kv_heads", "kv"), "key")
+    v_BTKD = self.proj(x_BTD, K, ("kv_heads", "kv"), "value")
+    if self.pos == "rope":
+      q_BTHD = rope(q_BTHD, positions_BT, self.rope_theta)
+      k_BTKD = rope(k_BTKD, positions_BT, self.rope_theta)
+    q_BTHD = constrain(q_BTHD, ("batch", "length", "act_heads", None))
+    if self.decode:
+      o_BTHD = self._decode(q_BTHD, k_BTKD, v_BTKD, positions_BT, logit_scale)
+    elif self.kind == "sigmoid":
+      o_BTHD = kernels.sigmoid_attention(q_BTHD, k_BTKD, v_BTKD, bias=self.sigmoid_bias,
+                                         causal=True, segment_ids=segment_ids_BT, impl=self.impl)
+    else:
+      o_BTHD = kernels.attention(q_BTHD, k_BTKD, v_BTKD, causal=True, segment_ids=segment_ids_BT,
+                                 logit_scale=logit_scale, impl=self.impl)
+    o_BTHD = constrain(o_BTHD, ("batch", "length", "act_heads", None))
+    return Dense((x_BTD.shape[-1],), ("heads", "kv", "embed"), n_in=2, use_bias=self.use_bias,
+                 init_std=self.out_std, dtype=self.dtype, param_dtype=self.param_dtype,
+                 name="out")(o_BTHD)
+
+  def _decode(self, q_BTHD, k_BTKD, v_BTKD, positions_BT, logit_scale):
+    """Writes k, v at the cache index; attends to every filled slot at or before each query."""
+    B, T, H, D = q_BTHD.shape
+    K = k_BTKD.shape[2]
+    ready = self.has_variable("cache", "key")
+    ck = self.variable("cache", "key", jnp.zeros, k_BTKD.shape, k_BTKD.dtype)
+    cv = self.variable("cache", "value", jnp.zeros, v_BTKD.shape, v_BTKD.dtype)
+    idx = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+    if not ready:  # initialisation: the given input fixes the cache length
+      return jnp.zeros_like(q_BTHD)
+    ck.value = jax.lax.dynamic_update_slice(ck.value, k_BTKD, (0, idx.value, 0, 0))
+    cv.value = jax.lax.dynamic_update_slice(cv.value, v_BTKD, (0, idx.value, 0, 0))
+    idx.value = idx.value + T
+    S = ck.value.shape[1]
+    q_BTKGD = q_BTHD.reshape(B, T, K, H // K, D).astype(jnp.float32)
+    s_BKGTS = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, ck.value.astype(jnp.float32))
+    s_BKGTS = s_BKGTS * (logit_scale / math.sqrt(D))
+    visible_BTS = jnp.arange(S)[None, None, :] <= positions_BT[:, :, None]
+    visible = visible_BTS[:, None, None]
+    if self.kind == "sigmoid":
+      p = jnp.where(visible, jax.nn.sigmoid(s_BKGTS + self.sigmoid_bias), 0.0)
+    else:
+      p = jax.nn.softmax(jnp.where(visible, s_BKGTS, -jnp.inf), axis=-1)
+    o_BTKGD = jnp.einsum("bkgts,bskd->btkgd", p, cv.value.astype(jnp.float32))
+    return o_BTKGD.reshape(B, T, H, D).astype(q_BTHD.dtype)

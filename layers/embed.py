@@ -1,0 +1,52 @@
+"""Token embeddings (tied or not), learned positions and rotary position embeddings."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from layers.sharding import param
+
+
+class Embed(nn.Module):
+  vocab_size: int
+  d_model: int
+  init_std: float = 0.02
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    self.table_VD = self.param("embedding", param(nn.initializers.normal(self.init_std),
+                                                  ("vocab", "embed")),
+                               (self.vocab_size, self.d_model), self.param_dtype)
+
+  def __call__(self, tokens_BT):
+    return jnp.take(self.table_VD, tokens_BT, axis=0).astype(self.dtype)
+
+  def attend(self, x_BTD):
+    """Tied output head: logits against the embedding table."""
+    return jnp.einsum("btd,vd->btv", x_BTD, self.table_VD.astype(self.dtype))
+
+
+class LearnedPositions(nn.Module):
+  max_len: int
+  d_model: int
+  init_std: float = 0.02
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, positions_BT):
+    table = self.param("embedding", param(nn.initializers.normal(self.init_std), (None, "embed")),
+                       (self.max_len, self.d_model), self.param_dtype)
+    return jnp.take(table, positions_BT, axis=0).astype(self.dtype)
+
+
+def rope(x_BTHD, positions_BT, theta: float = 10000.0):
+  """Rotary embedding, rotating pairs (i, i + D/2) (the GPT-NeoX / Llama-HF layout)."""
+  D = x_BTHD.shape[-1]
+  inv_freq = theta ** (-jnp.arange(0, D, 2, dtype=jnp.float32) / D)
+  ang_BTF = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+  cos, sin = jnp.cos(ang_BTF)[:, :, None, :], jnp.sin(ang_BTF)[:, :, None, :]
+  x1, x2 = jnp.split(x_BTHD.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BTHD.dtype)

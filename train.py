@@ -1,0 +1,352 @@
+"""Train a seqzoo model: one pure `train_step(state, batch)`, jitted once with explicit shardings.
+
+    python train.py --config configs/quickstart.py [--workdir runs/qs] [key.path=value ...]
+
+Re-running the same command with the same workdir resumes from its latest checkpoint and continues
+bitwise identically to an uninterrupted run. SIGTERM (preemption) saves a checkpoint and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import modelzoo
+from configs import base
+from configs.base import ConfigError
+from layers import sharding
+from modelzoo import data as data_lib
+from modelzoo import metrics as metrics_lib
+from modelzoo import tokenize
+from modelzoo.checkpoint import Checkpointer, abstract_like
+
+log = logging.getLogger("seqzoo")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict
+  opt_state: optax.OptState
+  rng: jax.Array
+  bad_steps: jax.Array           # consecutive non-finite updates skipped
+
+
+# ------------------------------------------------------------------------------------------------
+# Optimizer, loss, step.
+
+def make_schedule(t: base.TrainConfig):
+  decay_steps = max(t.steps - t.warmup_steps, 1)
+  warm = optax.linear_schedule(0.0, t.lr, max(t.warmup_steps, 1))
+  if t.schedule == "cosine":
+    decay = optax.cosine_decay_schedule(t.lr, decay_steps, alpha=t.min_lr / t.lr)
+  elif t.schedule == "linear":
+    decay = optax.linear_schedule(t.lr, t.min_lr, decay_steps)
+  else:
+    decay = optax.constant_schedule(t.lr)
+  return optax.join_schedules([warm, decay], [t.warmup_steps])
+
+
+def decay_mask(params):
+  """Weight decay on matmul weights and embeddings only (not biases, norms), like nanoGPT."""
+  flat = flax.traverse_util.flatten_dict(params)
+  return flax.traverse_util.unflatten_dict(
+      {k: k[-1] in ("kernel", "embedding") for k in flat})
+
+
+def make_optimizer(t: base.TrainConfig):
+  schedule = make_schedule(t)
+  adamw = optax.adamw(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
+                      mask=decay_mask)
+  tx = optax.chain(optax.clip_by_global_norm(t.clip_norm), adamw) if t.clip_norm else adamw
+  return tx, schedule
+
+
+def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False):
+  """Sums over the batch of token cross-entropy, of the z-loss term, and of the token weights."""
+  logits_BTV = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                           batch["segment_ids"] if pack else None).astype(jnp.float32)
+  lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
+  target_BT = jnp.take_along_axis(logits_BTV, batch["targets"][..., None], axis=-1)[..., 0]
+  w_BT = batch["weights"]
+  return ((lse_BT - target_BT) * w_BT).sum(), z_loss * (lse_BT**2 * w_BT).sum(), w_BT.sum()
+
+
+def make_train_step(model, tx, schedule, cfg: base.Config):
+  t, A = cfg.train, cfg.train.grad_accum
+
+  def objective(params, batch):
+    ce, z, w = loss_sums(model, params, batch, t.z_loss, cfg.data.pack)
+    return ce + z, (ce, w)
+
+  grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+  def train_step(state: TrainState, batch):
+    if A == 1:
+      (_, (ce, w)), grads = grad_fn(state.params, batch)
+    else:
+      # Micro-batch a takes rows a, a+A, ...: every device keeps an equal share of each micro-batch.
+      micro = jax.tree.map(lambda x: x.reshape(-1, A, *x.shape[1:]).swapaxes(0, 1), batch)
+
+      def accumulate(carry, mb):
+        (_, (ce_i, w_i)), g_i = grad_fn(state.params, mb)
+        g, ce, w = carry
+        return (jax.tree.map(jnp.add, g, g_i), ce + ce_i, w + w_i), None
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grads, ce, w), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), micro)
+    w = jnp.maximum(w, 1.0)
+    grads = jax.tree.map(lambda g: g / w, grads)
+    loss, grad_norm = ce / w, optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    # A non-finite loss or gradient skips the update inside the step (no host sync needed).
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    new = TrainState(step=state.step + 1, params=keep(params, state.params),
+                     opt_state=keep(opt_state, state.opt_state), rng=state.rng,
+                     bad_steps=jnp.where(ok, 0, state.bad_steps + 1))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
+               "skipped": 1.0 - ok.astype(jnp.float32)}
+    return new, metrics
+
+  return train_step
+
+
+def make_eval_step(model, cfg: base.Config):
+  def eval_step(params, batch):
+    ce, _, w = loss_sums(model, params, batch, 0.0, cfg.data.pack)
+    return ce, w
+  return eval_step
+
+
+# ------------------------------------------------------------------------------------------------
+# Setup shared with eval.py.
+
+def init_state(model, tx, cfg: base.Config, mesh):
+  """Params and optimizer state created directly with their shardings (never on one device)."""
+  T = cfg.data.seq_len
+
+  def init_fn(rng):
+    params = model.init(rng, jnp.zeros((1, T), jnp.int32))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=rng, bad_steps=jnp.zeros((), jnp.int32))
+
+  rng = jax.random.PRNGKey(cfg.train.seed)
+  boxed = jax.eval_shape(init_fn, rng)
+  shardings = sharding.shardings(boxed, mesh)
+  abstract = abstract_like(nn.unbox(boxed), shardings)
+  make = jax.jit(lambda r: nn.unbox(init_fn(r)), out_shardings=shardings)
+  return make, rng, abstract, shardings
+
+
+BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "weights": jnp.float32,
+                "segment_ids": jnp.int32, "positions": jnp.int32}
+
+
+def batch_sharding(mesh):
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+
+
+def to_global(local_batch: dict, sharding_):
+  return {k: jax.make_array_from_process_local_data(sharding_, v) for k, v in local_batch.items()}
+
+
+def setup_logging():
+  logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+  for noisy in ("absl", "orbax", "jax._src"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def check_workdir(workdir: Path, cfg: base.Config):
+  """A workdir belongs to one run: its model and data must not change between invocations."""
+  f = workdir / "config.json"
+  if not f.exists():
+    return
+  old = json.loads(f.read_text())
+  new = base.to_dict(cfg)
+  for sec in ("model", "data"):
+    if old.get(sec) != new[sec]:
+      diff = sorted(k for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k])
+      raise ConfigError(f"workdir {workdir} holds another run (its config.json differs in "
+                        f"{', '.join(f'{sec}.{k}' for k in diff)}); use a new --workdir")
+
+
+# ------------------------------------------------------------------------------------------------
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", required=True, help="configs/<name>.py")
+  p.add_argument("--workdir", default=None, help="run directory (default runs/<config name>)")
+  p.add_argument("overrides", nargs="*", help="key.path=value")
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  setup_logging()
+  args = parse_args(argv)
+  cfg = base.load(args.config, args.overrides)
+  base.validate(cfg, jax.device_count())
+  workdir = Path(args.workdir or f"runs/{Path(args.config).stem}")
+  lead = jax.process_index() == 0
+  workdir.mkdir(parents=True, exist_ok=True)
+  check_workdir(workdir, cfg)
+  if lead:
+    log.info("config:\n%s", base.to_json(cfg))
+    (workdir / "config.json").write_text(base.to_json(cfg))
+  t = cfg.train
+
+  # --- Data: each process reads its own shard of every global batch.
+  tok = tokenize.build_tokenizer(cfg.data, workdir)
+  if tok.vocab_size > cfg.model.vocab_size:
+    raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
+                      f"{tok.name} tokenizer's vocabulary ({tok.vocab_size})")
+  if lead:
+    tok.save(workdir)
+  n_proc, local_b = jax.process_count(), t.batch_size // jax.process_count()
+  train_it = data_lib.build_dataset(cfg.data, tok, "train", batch_size=local_b, seed=t.seed,
+                                    process_index=jax.process_index(), process_count=n_proc)
+
+  val = val_batches(cfg, tok, t.eval_steps)
+  bpt = data_lib.bytes_per_token(cfg.data, tok, "val")
+
+  # --- Model, optimizer, mesh, sharded state.
+  model = modelzoo.build(cfg.model)
+  tx, schedule = make_optimizer(t)
+  mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, jax.device_count()))
+  make_state, rng, abstract_state, state_sh = init_state(model, tx, cfg, mesh)
+  b_sh = batch_sharding(mesh)
+  ckpt = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep, cfg.ckpt.async_save)
+  start, state, data_state = ckpt.restore(abstract_state)
+  if state is None:
+    state, start = make_state(rng), 0
+  else:
+    train_it.set_state(data_state)
+    log.info("resumed from step %d (%s)", start, ckpt.dir)
+  n_params = metrics_lib.param_count(state.params)
+
+  # --- The step, compiled ahead of time: shapes, memory and FLOPs are known before step 1.
+  batch_spec = {k: jax.ShapeDtypeStruct((t.batch_size, cfg.data.seq_len), dt, sharding=b_sh)
+                for k, dt in BATCH_DTYPES.items()}
+  with sharding.activate(mesh):
+    step_fn = jax.jit(make_train_step(model, tx, schedule, cfg), donate_argnums=(0,),
+                      in_shardings=(state_sh, b_sh), out_shardings=(state_sh, None))
+    t0 = time.time()
+    compiled = step_fn.lower(abstract_state, batch_spec).compile()
+    eval_fn = jax.jit(make_eval_step(model, cfg), in_shardings=(state_sh.params, b_sh))
+  mem = compiled.memory_analysis()
+  flops_tok = metrics_lib.decoder_flops_per_token(cfg.model, n_params, cfg.data.seq_len)
+  peak, peak_src = metrics_lib.device_peak_flops()
+  if lead:
+    xla_flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
+    log.info("model %s: %s parameters; compiled in %.1fs", cfg.model.name, f"{n_params:,}",
+             time.time() - t0)
+    if mem is not None:
+      log.info("memory per device: args %.1f MiB, temp %.1f MiB, output %.1f MiB",
+               mem.argument_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20,
+               mem.output_size_in_bytes / 2**20)
+    log.info("FLOPs per step: model %.3g (6N + attention), XLA cost analysis %.3g; peak %.3g "
+             "FLOP/s per device from %s", flops_tok * t.batch_size * cfg.data.seq_len, xla_flops,
+             peak, peak_src)
+
+  # --- Loop. Metrics are fetched one step late so the host never waits for the device.
+  stop = {"signal": None}
+  signal.signal(signal.SIGTERM, lambda s, f: stop.__setitem__("signal", s))
+  writer = metrics_lib.Writer(workdir, active=lead)
+  bar = _progress(start, t.steps, lead)
+  pending, tic, toc_step, last_eval = None, time.time(), start, {}
+  step = start
+  try:
+    while step < t.steps:
+      batch = to_global(next(train_it), b_sh)
+      state, out = compiled(state, batch)
+      step += 1
+      if pending is not None:
+        _report(pending, bar, writer)
+      pending = None
+      if step % t.log_every == 0 or step == t.steps:
+        out = jax.device_get(out)
+        dt = time.time() - tic
+        tps = (step - toc_step) * t.batch_size * cfg.data.seq_len / dt
+        out.update(tokens_per_sec=tps, mfu=tps * flops_tok / (jax.device_count() * peak))
+        pending, tic, toc_step = (step, out), time.time(), step
+        if out["skipped"] and int(jax.device_get(state.bad_steps)) > t.max_bad_steps:
+          ckpt.save(step, state, train_it.get_state(), force=True)
+          raise RuntimeError(f"{int(state.bad_steps)} non-finite updates in a row at step {step}; "
+                             f"the last good state is saved in {ckpt.dir}")
+      if step % t.eval_every == 0 or step == t.steps:
+        last_eval = evaluate(eval_fn, state.params, val, bpt, b_sh, mesh)
+        writer.write(step, last_eval)
+        if lead:
+          bar.write(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+      ckpt.save(step, state, train_it.get_state(), force=step == t.steps)
+      if stop["signal"] is not None:
+        ckpt.save(step, state, train_it.get_state(), force=True)
+        log.info("received signal %s: checkpoint at step %d saved, exiting", stop["signal"], step)
+        break
+    if pending is not None:
+      _report(pending, bar, writer)
+  finally:
+    ckpt.close()
+    writer.close()
+    bar.close()
+  if lead and last_eval:
+    log.info("done: step %d, %s", step, json.dumps({k: round(v, 4) for k, v in last_eval.items()}))
+  return 0
+
+
+def val_batches(cfg, tok, n: int) -> list[dict]:
+  """The first n batches of the (fixed-order) validation split, this process's share."""
+  it = data_lib.build_dataset(cfg.data, tok, "val",
+                              batch_size=cfg.train.batch_size // jax.process_count(), seed=0,
+                              process_index=jax.process_index(), process_count=jax.process_count())
+  return [b for _, b in zip(range(n), it)]
+
+
+def evaluate(eval_fn, params, batches, bytes_per_token, b_sh, mesh) -> dict:
+  """Validation loss (nats/token), perplexity and bits per byte."""
+  ce = w = 0.0
+  with sharding.activate(mesh):
+    for batch in batches:
+      c, n = eval_fn(params, to_global(batch, b_sh))
+      ce, w = ce + float(c), w + float(n)
+  loss = ce / max(w, 1.0)
+  return {"eval_loss": loss, "eval_ppl": float(np.exp(min(loss, 50.0))),
+          "eval_bpb": loss / np.log(2) / bytes_per_token}
+
+
+def _progress(start, total, lead):
+  from tqdm import tqdm
+  return tqdm(total=total, initial=start, disable=not lead, dynamic_ncols=True, unit="step",
+              file=sys.stdout, mininterval=1.0)
+
+
+def _report(pending, bar, writer):
+  step, out = pending
+  writer.write(step, out)
+  bar.update(step - bar.n)
+  bar.set_postfix(loss=f"{out['loss']:.4f}", tok_s=f"{out['tokens_per_sec']:.0f}",
+                  mfu=f"{out['mfu']:.1%}")
+
+
+def cli(argv=None) -> int:
+  try:
+    return main(argv)
+  except ConfigError as e:  # user errors: one clear line, no traceback
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(cli())
