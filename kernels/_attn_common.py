@@ -123,6 +123,72 @@ def q_block_range(kj, bq, bk, nq, spec: Spec):
   return lo, hi
 
 
+# ---- Tile math shared by the blockwise jnp path and the Pallas TPU/Triton kernel bodies. ----------
+# Tiles are [..., bq, bk]; per-row statistics (running max m, denominator l, lse, delta) are kept
+# with a trailing unit axis, [..., bq, 1], so they broadcast against a tile in every backend.
+# Masked logits become a large *finite* negative value: max/exp never see inf - inf, and masked
+# probabilities are zeroed with `where`, so a row that sees no key yields l = 0 and o = 0.
+MASK_VALUE = -1e30
+
+
+def dot(a, b, acc, *, trans_a=False, trans_b=False):
+  """2-D matmul [m,k]@[k,n] accumulating in `acc` (trans_* as in the bundled TPU kernels)."""
+  if trans_a:
+    a = a.T
+  dims = (((1,), (1 if trans_b else 0,)), ((), ()))
+  return jax.lax.dot_general(a, b, dims, preferred_element_type=acc)
+
+
+def tile_mask(spec: Spec, q0, k0, bq, bk, q_seg_col=None, kv_seg_row=None):
+  """[bq, bk] visibility of the tile starting at (q0, k0); seg ids as [bq,1] and [1,bk]."""
+  q_pos = q0 + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
+  k_pos = k0 + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
+  return visible(q_pos, k_pos, spec, q_seg_col, kv_seg_row)
+
+
+def tile_logits(spec: Spec, qk):
+  """Raw q.k -> (logits, t) where t = tanh term kept for the softcap backward (or None)."""
+  s = qk * spec.scale
+  if spec.softcap is None:
+    return s, None
+  t = jnp.tanh(s * (1.0 / spec.softcap))
+  return spec.softcap * t, t
+
+
+def tile_probs(spec: Spec, s, mask, row):
+  """Softmax numerators exp(s - row) (row = running max or lse), or sigmoid(s + b); 0 if masked."""
+  if spec.kind == "sigmoid":
+    return jnp.where(mask, jax.nn.sigmoid(s + spec.bias), 0.0)
+  return jnp.where(mask, jnp.exp(s - row), 0.0)
+
+
+def online_softmax(spec: Spec, s, mask, m_prev, l_prev):
+  """One KV tile of the online softmax: returns (p, alpha, m_next, l_next); acc' = alpha acc + p v."""
+  m_tile = jnp.max(jnp.where(mask, s, MASK_VALUE), axis=-1, keepdims=True)
+  m_next = jnp.maximum(m_prev, m_tile)
+  p = tile_probs(spec, s, mask, m_next)
+  alpha = jnp.exp(m_prev - m_next)
+  return p, alpha, m_next, alpha * l_prev + jnp.sum(p, axis=-1, keepdims=True)
+
+
+def finish_softmax(m, l, acc):
+  """(o, lse) from the final running stats; rows that saw nothing give o = 0 (finite lse)."""
+  l_safe = jnp.where(l == 0, 1.0, l)
+  return acc / l_safe, m + jnp.log(l_safe)
+
+
+def tile_dlogits(spec: Spec, p, t, dp, delta):
+  """dL/d(q.k) for a tile (the logit scale included): softmax dS = P (dP - delta), times the
+  softcap derivative 1 - t^2; sigmoid dS = P (1 - P) dP."""
+  if spec.kind == "sigmoid":
+    ds = p * (1.0 - p) * dp
+  else:
+    ds = p * (dp - delta)
+    if t is not None:
+      ds = ds * (1.0 - t * t)
+  return ds * spec.scale
+
+
 def pad_to(x, axis, multiple, value=0):
   """Pads `axis` of x up to a multiple of `multiple`."""
   n = x.shape[axis]

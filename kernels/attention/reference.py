@@ -17,7 +17,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from kernels._attn_common import Spec, acc_dtype, kv_block_range, pad_to, q_block_range, visible
+from kernels._attn_common import (MASK_VALUE, Spec, acc_dtype, finish_softmax, kv_block_range,
+                                   online_softmax, pad_to, q_block_range, tile_dlogits, tile_logits,
+                                   tile_mask, tile_probs, visible)
 
 
 def to_groups(x_BTHD, K):
@@ -38,22 +40,16 @@ def _seg_k(seg_BS):
   return None if seg_BS is None else seg_BS[:, None, None, None, :]
 
 
-def _logits(q_BKGtD, k_BKsD, spec: Spec):
-  """Returns (logits, tanh term for the softcap backward or None)."""
-  s = jnp.einsum("bkgtd,bksd->bkgts", q_BKGtD, k_BKsD) * spec.scale
-  if spec.softcap is None:
-    return s, None
-  t = jnp.tanh(s / spec.softcap)
-  return spec.softcap * t, t
-
-
 def naive(q_BTHD, k_BSKD, v_BSKD, spec: Spec, q_seg_BT=None, kv_seg_BS=None):
-  """Materialised attention; differentiable by autodiff. Fully masked rows give 0."""
+  """Materialised attention, differentiable by autodiff, written independently of the tile math
+  below (it only shares the mask rule `visible`). Fully masked rows give 0."""
   dt = acc_dtype(q_BTHD.dtype)
   K = k_BSKD.shape[2]
   q = to_groups(q_BTHD.astype(dt), K)
   k, v = (x.astype(dt).transpose(0, 2, 1, 3) for x in (k_BSKD, v_BSKD))
-  s, _ = _logits(q, k, spec)
+  s = jnp.einsum("bkgtd,bksd->bkgts", q, k) * spec.scale
+  if spec.softcap is not None:
+    s = spec.softcap * jnp.tanh(s / spec.softcap)
   T, S = s.shape[-2:]
   mask = visible(jnp.arange(T)[:, None], jnp.arange(S)[None, :], spec,
                  _seg_q(q_seg_BT), _seg_k(kv_seg_BS))
@@ -83,19 +79,16 @@ def blockwise(q_BTHD, k_BSKD, v_BSKD, spec: Spec, q_seg_BT=None, kv_seg_BS=None,
   return from_groups(o[:, :, :, :T]).astype(q_BTHD.dtype)
 
 
-def _block_mask(spec, q0, k0, bq, bk, q_seg, kv_seg):
-  """Mask of the (q0.., k0..) tile, broadcastable to [B,K,G,bq,bk]."""
-  qs = ks = None
-  if q_seg is not None:
-    qs = _seg_q(jax.lax.dynamic_slice_in_dim(q_seg, q0, bq, axis=1))
-    ks = _seg_k(jax.lax.dynamic_slice_in_dim(kv_seg, k0, bk, axis=1))
-  q_pos = q0 + jnp.arange(bq, dtype=jnp.int32)[:, None]
-  k_pos = k0 + jnp.arange(bk, dtype=jnp.int32)[None, :]
-  return visible(q_pos, k_pos, spec, qs, ks)
+def _seg_tile(q_seg, kv_seg, q0, k0, bq, bk):
+  """Segment ids of a tile as [B,1,1,bq,1] and [B,1,1,1,bk] (or None, None)."""
+  if q_seg is None:
+    return None, None
+  sl = jax.lax.dynamic_slice_in_dim
+  return _seg_q(sl(q_seg, q0, bq, axis=1)), _seg_k(sl(kv_seg, k0, bk, axis=1))
 
 
 def _fwd_pass(spec, bq, bk, q, k, v, q_seg, kv_seg):
-  """Returns o [B,K,G,Tp,D] and lse [B,K,G,Tp] (lse unused for sigmoid)."""
+  """Returns o [B,K,G,Tp,D] and lse [B,K,G,Tp,1] (lse unused for sigmoid)."""
   B, K, G, Tp, D = q.shape
   nk = k.shape[2] // bk
   sl = jax.lax.dynamic_slice_in_dim
@@ -109,39 +102,27 @@ def _fwd_pass(spec, bq, bk, q, k, v, q_seg, kv_seg):
       m, l, acc = carry
       k0 = kj * bk
       k_blk, v_blk = sl(k, k0, bk, axis=2), sl(v, k0, bk, axis=2)
-      s, _ = _logits(q_blk, k_blk, spec)
-      mask = _block_mask(spec, q0, k0, bq, bk, q_seg, kv_seg)
+      s, _ = tile_logits(spec, jnp.einsum("bkgtd,bksd->bkgts", q_blk, k_blk))
+      mask = tile_mask(spec, q0, k0, bq, bk, *_seg_tile(q_seg, kv_seg, q0, k0, bq, bk))
       if spec.kind == "sigmoid":
-        p = jnp.where(mask, jax.nn.sigmoid(s + spec.bias), 0.0)
-        return m, l, acc + jnp.einsum("bkgts,bksd->bkgtd", p, v_blk)
-      s = jnp.where(mask, s, -jnp.inf)
-      m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-      m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)   # rows with nothing visible yet
-      alpha = jnp.exp(m - m_safe)
-      p = jnp.exp(s - m_safe[..., None])
-      l = alpha * l + jnp.sum(p, axis=-1)
-      acc = alpha[..., None] * acc + jnp.einsum("bkgts,bksd->bkgtd", p, v_blk)
-      return m_new, l, acc
+        p, alpha = tile_probs(spec, s, mask, None), 1.0
+      else:
+        p, alpha, m, l = online_softmax(spec, s, mask, m, l)
+      return m, l, alpha * acc + jnp.einsum("bkgts,bksd->bkgtd", p, v_blk)
 
-    init = (jnp.full((B, K, G, bq), -jnp.inf, q.dtype), jnp.zeros((B, K, G, bq), q.dtype),
+    init = (jnp.full((B, K, G, bq, 1), MASK_VALUE, q.dtype), jnp.zeros((B, K, G, bq, 1), q.dtype),
             jnp.zeros((B, K, G, bq, D), q.dtype))
     m, l, acc = jax.lax.fori_loop(lo, hi, body, init)
-    if spec.kind == "sigmoid":
-      return acc, l
-    empty = l == 0
-    o = acc / jnp.where(empty, 1.0, l)[..., None]
-    lse = jnp.where(empty, 0.0, m + jnp.log(jnp.where(empty, 1.0, l)))
-    return o, lse
+    return (acc, l) if spec.kind == "sigmoid" else finish_softmax(m, l, acc)
 
   o, lse = jax.lax.map(one_q_block, jnp.arange(Tp // bq, dtype=jnp.int32))
-  # [nq,B,K,G,bq,...] -> [B,K,G,Tp,...]
-  o = jnp.moveaxis(o, 0, 3).reshape(B, K, G, Tp, D)
-  lse = jnp.moveaxis(lse, 0, 3).reshape(B, K, G, Tp)
-  return o, lse
+  # [nq,B,K,G,bq,X] -> [B,K,G,Tp,X]
+  unblock = lambda x: jnp.moveaxis(x, 0, 3).reshape(B, K, G, Tp, x.shape[-1])
+  return unblock(o), unblock(lse)
 
 
 def _bwd_pass(spec, bq, bk, q, k, v, q_seg, kv_seg, lse, delta, do):
-  """Fused FA2 backward: scan over KV blocks (dK, dV per block), inner loop over q blocks that
+  """Fused FA2 backward: scan over KV blocks (dK, dV per block), inner loop over the q blocks that
   see it, dQ accumulated in place in the carry."""
   B, K, G, Tp, D = q.shape
   nq = Tp // bq
@@ -156,18 +137,11 @@ def _bwd_pass(spec, bq, bk, q, k, v, q_seg, kv_seg, lse, delta, do):
       dq, dk, dv = carry
       q0 = qi * bq
       q_blk, do_blk = sl(q, q0, bq, axis=3), sl(do, q0, bq, axis=3)
-      s, t = _logits(q_blk, k_blk, spec)
-      mask = _block_mask(spec, q0, k0, bq, bk, q_seg, kv_seg)
+      s, t = tile_logits(spec, jnp.einsum("bkgtd,bksd->bkgts", q_blk, k_blk))
+      mask = tile_mask(spec, q0, k0, bq, bk, *_seg_tile(q_seg, kv_seg, q0, k0, bq, bk))
+      p = tile_probs(spec, s, mask, sl(lse, q0, bq, axis=3))
       dp = jnp.einsum("bkgtd,bksd->bkgts", do_blk, v_blk)
-      if spec.kind == "sigmoid":
-        p = jnp.where(mask, jax.nn.sigmoid(s + spec.bias), 0.0)
-        ds = p * (1.0 - p) * dp
-      else:
-        p = jnp.where(mask, jnp.exp(s - sl(lse, q0, bq, axis=3)[..., None]), 0.0)
-        ds = p * (dp - sl(delta, q0, bq, axis=3)[..., None])
-        if t is not None:
-          ds = ds * (1.0 - t * t)
-      ds = ds * spec.scale
+      ds = tile_dlogits(spec, p, t, dp, sl(delta, q0, bq, axis=3))
       dv = dv + jnp.einsum("bkgts,bkgtd->bksd", p, do_blk)
       dk = dk + jnp.einsum("bkgts,bkgtd->bksd", ds, q_blk)
       dq_blk = sl(dq, q0, bq, axis=3) + jnp.einsum("bkgts,bksd->bkgtd", ds, k_blk)
@@ -196,7 +170,7 @@ def _flash_fwd(spec, bq, bk, q, k, v, q_seg, kv_seg):
 
 def _flash_bwd(spec, bq, bk, res, do):
   q, k, v, q_seg, kv_seg, o, lse = res
-  delta = jnp.sum(do * o, axis=-1)   # FA2's rowsum(dO * O); unused by sigmoid
+  delta = jnp.sum(do * o, axis=-1, keepdims=True)   # FA2's rowsum(dO * O); unused by sigmoid
   dq, dk, dv = _bwd_pass(spec, bq, bk, q, k, v, q_seg, kv_seg, lse, delta, do)
   return dq, dk, dv, None, None
 
