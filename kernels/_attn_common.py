@@ -5,7 +5,7 @@ Pallas kernel bodies all call it, so they cannot disagree. With T queries, S key
 offset = S - T (causal attention aligned bottom-right, as when T new queries follow S - T cached
 keys), query i sees key j iff
 
-  j < S                                      (keys padded up to a block multiple are never seen)
+  i < T and j < S                            (rows/keys padded up to a block multiple: never)
   and (not causal or j <= i + offset)
   and (window is None or j > i + offset - window)   (W keys, itself included)
   and (no segments or q_seg[i] == kv_seg[j])        (packed sequences)
@@ -89,7 +89,7 @@ def acc_dtype(dtype):
 def visible(q_pos, k_pos, spec: Spec, q_seg=None, kv_seg=None):
   """The mask rule. Positions/ids broadcast against each other (e.g. [bq,1] vs [1,bk])."""
   offset = spec.S - spec.T
-  ok = k_pos < spec.S
+  ok = (k_pos < spec.S) & (q_pos < spec.T)   # padded query rows see nothing (their lse is junk)
   if spec.causal:
     ok = ok & (k_pos <= q_pos + offset)
   if spec.window is not None:
@@ -100,15 +100,33 @@ def visible(q_pos, k_pos, spec: Spec, q_seg=None, kv_seg=None):
 
 
 # Block ranges: which KV blocks a q block can see (and vice versa), so fully masked blocks are
-# skipped. Work on int32 scalars (traced block indices) or Python ints alike.
+# skipped. Block indices may be Python ints or traced int32 scalars (inside Pallas index maps too).
+def idiv(x, d):
+  """x // d for x >= 0, d > 0. lax.div, not jnp's floor_divide: the latter emits `sign`, whose
+  Mosaic lowering queries the TPU generation and so fails when lowering for TPU off-TPU."""
+  if isinstance(x, int):
+    return x // d
+  return jax.lax.div(x, jnp.int32(d))
+
+
+def _floor_div(x, d, spec: Spec):
+  """floor(x / d) for block-range numerators, which are >= -(T + S + window)."""
+  shift = -(-(spec.T + spec.S + (spec.window or 0)) // d) + 1
+  return idiv(x + shift * d, d) - shift
+
+
+def _clip(x, lo, hi):
+  return jnp.minimum(jnp.maximum(x, lo), hi)
+
+
 def kv_block_range(qi, bq, bk, nk, spec: Spec):
   """[lo, hi) of KV block indices with any key visible from q block qi."""
   offset = spec.S - spec.T
   lo, hi = 0, nk
   if spec.causal:   # last key seen by the last row of the block
-    hi = jnp.clip((qi * bq + bq - 1 + offset) // bk + 1, 0, nk)
+    hi = _clip(_floor_div(qi * bq + bq - 1 + offset, bk, spec) + 1, 0, nk)
   if spec.window is not None:   # first key seen by the first row
-    lo = jnp.clip((qi * bq + offset - spec.window + 1) // bk, 0, nk)
+    lo = _clip(_floor_div(qi * bq + offset - spec.window + 1, bk, spec), 0, nk)
   return lo, hi
 
 
@@ -117,9 +135,9 @@ def q_block_range(kj, bq, bk, nq, spec: Spec):
   offset = spec.S - spec.T
   lo, hi = 0, nq
   if spec.causal:   # first query that sees the first key of the block
-    lo = jnp.clip((kj * bk - offset) // bq, 0, nq)
+    lo = _clip(_floor_div(kj * bk - offset, bq, spec), 0, nq)
   if spec.window is not None:   # last query that sees the last key of the block
-    hi = jnp.clip((kj * bk + bk - 1 - offset + spec.window - 1) // bq + 1, 0, nq)
+    hi = _clip(_floor_div(kj * bk + bk - 1 - offset + spec.window - 1, bq, spec) + 1, 0, nq)
   return lo, hi
 
 
@@ -187,6 +205,16 @@ def tile_dlogits(spec: Spec, p, t, dp, delta):
     if t is not None:
       ds = ds * (1.0 - t * t)
   return ds * spec.scale
+
+
+def split_refs(refs, groups):
+  """Splits a kernel's flat ref list into groups given as (size, present); an absent group (e.g.
+  no segment ids, no lse for sigmoid) yields Nones."""
+  out, i = [], 0
+  for n, present in groups:
+    out.append(tuple(refs[i:i + n]) if present else (None,) * n)
+    i += n if present else 0
+  return out
 
 
 def pad_to(x, axis, multiple, value=0):

@@ -2,14 +2,18 @@
 
 impl="xla" (and "auto" on CPU): the materialised jnp attention for short keys (S <= NAIVE_MAX_S,
 where it is the fastest on CPU), else the blockwise FlashAttention-2 jnp path (linear memory).
+impl="pallas" / "auto" on TPU and CUDA: the Pallas kernels (pallas_tpu.py / pallas_gpu.py) inside a
+custom_vjp whose backward is their FA2 backward kernels; "interpret" runs the TPU kernels on CPU.
 """
 from __future__ import annotations
 
 import functools
 
+import jax
+
 from kernels import _dispatch
 from kernels._attn_common import Spec, check_inputs, is_static_number, maybe_traced_scalar
-from kernels.attention import reference
+from kernels.attention import pallas_gpu, pallas_tpu, reference
 
 # Keys up to this length use the materialised path in impl="xla" (measured: benchmarks/bench_attention.py).
 NAIVE_MAX_S = 1024
@@ -43,9 +47,32 @@ def attention(q_BTHD, k_BSKD, v_BSKD, *, causal=True, segment_ids=None, window=N
 def run(spec, q, k, v, q_seg, kv_seg, *, impl, block_q, block_k):
   """Dispatch shared with sigmoid_attention (the spec says which kind)."""
   xla = functools.partial(_xla, spec, block_q=block_q, block_k=block_k)
-  # TODO(attn): Pallas kernels; until then the XLA path stands in for them.
-  pallas = lambda *a, interpret: xla(*a)
-  return _dispatch.select(impl, xla=xla, tpu=pallas, gpu=pallas)(q, k, v, q_seg, kv_seg)
+  blocks = (block_q, block_k)
+  tpu = lambda *a, interpret: pallas(pallas_tpu, spec, blocks, interpret, *a)
+  gpu = lambda *a, interpret: pallas(pallas_gpu, spec, blocks, interpret, *a)
+  return _dispatch.select(impl, xla=xla, tpu=tpu, gpu=gpu)(q, k, v, q_seg, kv_seg)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def pallas(backend, spec, blocks, interpret, q, k, v, q_seg, kv_seg):
+  """The Pallas kernels of `backend` (pallas_tpu | pallas_gpu) with their FA2 backward."""
+  return _pallas_fwd(backend, spec, blocks, interpret, q, k, v, q_seg, kv_seg)[0]
+
+
+def _pallas_fwd(backend, spec, blocks, interpret, q, k, v, q_seg, kv_seg):
+  o, lse = backend.fwd(spec, q, k, v, q_seg, kv_seg, block_q=blocks[0], block_k=blocks[1],
+                       interpret=interpret)
+  # Sigmoid's backward needs neither o nor lse: keep only the inputs.
+  return o, (q, k, v, q_seg, kv_seg, o if spec.kind == "softmax" else None, lse)
+
+
+def _pallas_bwd(backend, spec, blocks, interpret, res, do):
+  dq, dk, dv = backend.bwd(spec, *res, do, block_q=blocks[0], block_k=blocks[1],
+                           interpret=interpret)
+  return dq, dk, dv, None, None
+
+
+pallas.defvjp(_pallas_fwd, _pallas_bwd)
 
 
 def _xla(spec, q, k, v, q_seg, kv_seg, *, block_q, block_k):
