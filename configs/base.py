@@ -177,23 +177,20 @@ def all_keys(cfg=Config()) -> list[str]:
   return out
 
 
-def _set(cfg, key: str, raw: str):
+def _set(cfg, key: str, raw: str, full: str = ""):
+  full = full or key
   head, _, rest = key.partition(".")
-  names = {f.name: f for f in fields(cfg)}
-  if head not in names:
-    raise ConfigError(_unknown(key))
+  if head not in {f.name for f in fields(cfg)}:
+    raise ConfigError(_unknown(full))
   sub = getattr(cfg, head)
   if dataclasses.is_dataclass(sub):
     if not rest:
-      raise ConfigError(f"{key!r} is a section; set one of its fields, e.g. {all_keys(sub)[0]}")
-    try:
-      return replace(cfg, **{head: _set(sub, rest, raw)})
-    except ConfigError as e:
-      raise ConfigError(str(e).replace(f"'{rest}'", f"'{key}'", 1)) from None
+      raise ConfigError(f"{full!r} is a section; set one of its fields, e.g. {full}.{all_keys(sub)[0]}")
+    return replace(cfg, **{head: _set(sub, rest, raw, full)})
   if rest:
-    raise ConfigError(_unknown(key))
+    raise ConfigError(_unknown(full))
   typ = typing.get_type_hints(type(cfg))[head]
-  return replace(cfg, **{head: _parse(key, raw, typ)})
+  return replace(cfg, **{head: _parse(full, raw, typ)})
 
 
 def _unknown(key: str) -> str:

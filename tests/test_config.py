@@ -1,0 +1,91 @@
+"""Config: overrides parse to the field types; every bad value fails early with a message naming it."""
+import glob
+import subprocess
+import sys
+
+import pytest
+
+from configs import base
+from configs.base import Config, ConfigError, apply_overrides, validate
+
+
+def test_overrides_parse_to_field_types():
+  cfg = apply_overrides(Config(), ["train.steps=300", "model.n_layers=2", "train.lr=1e-3",
+                                   "model.tie_embeddings=false", "data.path=a.txt,b.txt"])
+  assert cfg.train.steps == 300 and isinstance(cfg.train.steps, int)
+  assert cfg.model.n_layers == 2
+  assert cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)
+  assert cfg.model.tie_embeddings is False
+  assert cfg.data.path == "a.txt,b.txt"
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.n_layer=2", ["model.n_layer", "did you mean 'model.n_layers'"]),
+    ("trian.steps=3", ["trian.steps", "did you mean 'train.steps'"]),
+    ("model.n_layers=two", ["model.n_layers=two", "int"]),
+    ("train.lr=fast", ["train.lr=fast", "float"]),
+    ("model.tie_embeddings=maybe", ["model.tie_embeddings", "bool"]),
+    ("model=3", ["'model' is a section"]),
+    ("train.steps", ["not of the form key.path=value"]),
+])
+def test_bad_overrides_name_the_key(override, words):
+  with pytest.raises(ConfigError) as e:
+    apply_overrides(Config(), [override])
+  for w in words:
+    assert w in str(e.value), (w, str(e.value))
+
+
+@pytest.mark.parametrize("overrides, n_devices, words", [
+    (["model.n_heads=3"], 1, ["model.n_heads=3", "model.d_model=256"]),
+    (["model.n_kv_heads=3"], 1, ["model.n_kv_heads=3"]),
+    (["mesh.data=4"], 8, ["needs 4 devices", "8 are available"]),
+    (["mesh.data=-1", "mesh.fsdp=3"], 8, ["not divisible", "3"]),
+    (["mesh.data=-1", "mesh.fsdp=-1"], 8, ["only one mesh axis may be -1"]),
+    (["train.batch_size=12"], 8, ["12", "data-parallel size", "8"]),
+    (["train.batch_size=32", "train.grad_accum=3"], 1, ["train.grad_accum=3"]),
+    (["train.steps=0"], 1, ["train.steps=0"]),
+    (["train.lr=-1e-3"], 1, ["train.lr=-0.001"]),
+    (["model.attention=sigmod"], 1, ["model.attention='sigmod'", "did you mean 'sigmoid'"]),
+    (["model.attn_impl=triton"], 1, ["model.attn_impl='triton'"]),
+    (["data.source=parquet"], 1, ["data.source='parquet'"]),
+    (["data.seq_len=512"], 1, ["data.seq_len=512", "model.max_len=256"]),
+    (["train.warmup_steps=5000", "train.steps=100"], 1, ["train.warmup_steps=5000"]),
+    (["mesh.tensor=8", "mesh.data=1", "model.n_heads=4", "model.d_model=256"], 8, ["mesh.tensor=8"]),
+    (["data.val_fraction=1.5"], 1, ["data.val_fraction=1.5"]),
+])
+def test_impossible_combinations(overrides, n_devices, words):
+  cfg = apply_overrides(Config(), overrides)
+  with pytest.raises(ConfigError) as e:
+    validate(cfg, n_devices)
+  for w in words:
+    assert w in str(e.value), (w, str(e.value))
+
+
+def test_mesh_minus_one_takes_the_rest():
+  assert base.mesh_shape(base.MeshConfig(data=-1, fsdp=2, tensor=2), 8) == dict(data=2, fsdp=2, tensor=2)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/*.py")))
+def test_every_config_file_loads_validates_and_documents_its_command(path):
+  if path.endswith(("base.py", "__init__.py")):
+    return
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("c", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  assert mod.__doc__ and "python " in mod.__doc__.split("\n\n")[1], "docstring opens with its command"
+  validate(base.load(path), n_devices=1)
+
+
+def test_json_round_trip():
+  cfg = apply_overrides(Config(), ["model.n_layers=3", "train.lr=0.01"])
+  assert base.from_dict(base.to_dict(cfg)) == cfg
+
+
+def test_cli_reports_a_typo_without_traceback_and_before_compiling():
+  r = subprocess.run([sys.executable, "train.py", "--config", "configs/quickstart.py",
+                      "--workdir", "/nonexistent/never-created", "model.n_layer=2"],
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 2
+  assert "did you mean 'model.n_layers'" in r.stderr
+  assert "Traceback" not in r.stderr
