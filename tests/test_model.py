@@ -79,8 +79,8 @@ def test_scan_equals_unrolled():
   for i in range(cfg.n_layers):
     pu[f"layers_{i}"] = jax.tree.map(lambda x: x[i], p["layers"])
   x = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, cfg.vocab_size)
-  a = modelzoo.build(cfg).apply({"params": p}, x)
-  b = modelzoo.build(unrolled).apply({"params": pu}, x)
+  a = jax.jit(modelzoo.build(cfg).apply)({"params": p}, x)
+  b = jax.jit(modelzoo.build(unrolled).apply)({"params": pu}, x)
   np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -88,16 +88,17 @@ def test_scan_equals_unrolled():
 def test_packed_sequences_equal_separate_sequences(cfg):
   p = init(cfg)
   m = modelzoo.build(cfg)
+  apply = jax.jit(m.apply)
   a = jax.random.randint(jax.random.PRNGKey(1), (1, 10), 0, cfg.vocab_size)
   b = jax.random.randint(jax.random.PRNGKey(2), (1, 6), 0, cfg.vocab_size)
   packed = jnp.concatenate([a, b], 1)
   pos = jnp.concatenate([jnp.arange(10), jnp.arange(6)])[None]
   seg = jnp.concatenate([jnp.ones(10, jnp.int32), 2 * jnp.ones(6, jnp.int32)])[None]
-  out = m.apply({"params": p}, packed, pos, seg)
-  np.testing.assert_allclose(out[:, :10], m.apply({"params": p}, a), atol=2e-5)
-  np.testing.assert_allclose(out[:, 10:], m.apply({"params": p}, b), atol=2e-5)
+  out = apply({"params": p}, packed, pos, seg)
+  np.testing.assert_allclose(out[:, :10], apply({"params": p}, a), atol=2e-5)
+  np.testing.assert_allclose(out[:, 10:], apply({"params": p}, b), atol=2e-5)
   # and without segment ids the second document does see the first (the test can fail)
-  assert not np.allclose(m.apply({"params": p}, packed, pos)[:, 10:], out[:, 10:], atol=1e-3)
+  assert not np.allclose(apply({"params": p}, packed, pos)[:, 10:], out[:, 10:], atol=1e-3)
 
 
 def test_remat_keeps_values_and_grads():
@@ -105,10 +106,10 @@ def test_remat_keeps_values_and_grads():
   p = init(cfg)
   x = jax.random.randint(jax.random.PRNGKey(1), (2, 16), 0, cfg.vocab_size)
   loss = lambda c: lambda p: modelzoo.build(c).apply({"params": p}, x).astype(jnp.float32).mean()
-  g0 = jax.grad(loss(cfg))(p)
+  g0 = jax.jit(jax.grad(loss(cfg)))(p)
   for policy in ("full", "dots"):
     rc = cfg.__class__(**{**cfg.__dict__, "remat": policy})
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g0, jax.grad(loss(rc))(p))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g0, jax.jit(jax.grad(loss(rc)))(p))
 
 
 @pytest.mark.parametrize("cfg", [TINY[0], TINY[3]])
