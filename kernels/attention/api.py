@@ -1,7 +1,9 @@
 """attention(q, k, v, ...): softmax attention with causal / window / segment masks, GQA, softcap.
 
-impl="xla" (and "auto" on CPU): the materialised jnp attention for short keys (S <= NAIVE_MAX_S,
-where it is the fastest on CPU), else the blockwise FlashAttention-2 jnp path (linear memory).
+impl="xla" (and "auto" on CPU): the blockwise FlashAttention-2 jnp path (reference.blockwise):
+linear memory, and on this CPU faster than the materialised attention for fwd+bwd at every length
+measured (T = 64..4096; forward-only is within ~0.7-1.1x at T <= 512), so there is no short-T switch
+(benchmarks/bench_attention.py, docs/kernels_attention.md).
 impl="pallas" / "auto" on TPU and CUDA: the Pallas kernels (pallas_tpu.py / pallas_gpu.py) inside a
 custom_vjp whose backward is their FA2 backward kernels; "interpret" runs the TPU kernels on CPU.
 """
@@ -15,9 +17,9 @@ from kernels import _dispatch
 from kernels._attn_common import Spec, check_inputs, is_static_number, maybe_traced_scalar
 from kernels.attention import pallas_gpu, pallas_tpu, reference
 
-# Keys up to this length use the materialised path in impl="xla" (measured: benchmarks/bench_attention.py).
-NAIVE_MAX_S = 1024
-XLA_BLOCK = 512
+# Blockwise tile edge for impl="xla". Its tiles span all batch*heads at once, so smaller than the
+# kernels' tiles; 1024 was clearly slower on this CPU, 128-512 within noise (docs).
+XLA_BLOCK = 256
 
 
 def attention(q_BTHD, k_BSKD, v_BSKD, *, causal=True, segment_ids=None, window=None,
@@ -76,7 +78,5 @@ pallas.defvjp(_pallas_fwd, _pallas_bwd)
 
 
 def _xla(spec, q, k, v, q_seg, kv_seg, *, block_q, block_k):
-  if spec.S <= NAIVE_MAX_S and block_q is None and block_k is None:
-    return reference.naive(q, k, v, spec, q_seg, kv_seg)
   return reference.blockwise(q, k, v, spec, q_seg, kv_seg, block_q=block_q or XLA_BLOCK,
                              block_k=block_k or XLA_BLOCK)

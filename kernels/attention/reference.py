@@ -1,7 +1,6 @@
 """Attention in plain jnp, softmax and sigmoid (`spec.kind`): the oracle and the "xla" path.
 
-`naive`      materialises the [B,K,G,T,S] logits. It is the test oracle (float64-capable) and, because
-             it is the fastest thing on CPU at short lengths, also the "xla" path for short S.
+`naive`      materialises the [B,K,G,T,S] logits: the test oracle (float64-capable).
 `blockwise`  FlashAttention-2 in jnp: a loop over q blocks with an online softmax over KV blocks
              forward, and a fused backward (one pass over KV blocks, each looping over q blocks,
              dQ accumulated in place). A custom_vjp keeps only (q, k, v, o, lse) between passes,
@@ -66,7 +65,7 @@ def naive(q_BTHD, k_BSKD, v_BSKD, spec: Spec, q_seg_BT=None, kv_seg_BS=None):
 
 
 def blockwise(q_BTHD, k_BSKD, v_BSKD, spec: Spec, q_seg_BT=None, kv_seg_BS=None, *,
-              block_q=512, block_k=512):
+              block_q=256, block_k=256):
   """FlashAttention-2 in jnp (see module doc). Pads T/S to the blocks; padded keys are masked."""
   dt = acc_dtype(q_BTHD.dtype)
   K, T, S = k_BSKD.shape[2], q_BTHD.shape[1], k_BSKD.shape[1]

@@ -89,18 +89,20 @@ def visible_loop(T, S, causal, window, q_seg, kv_seg):
   return m
 
 
-def test_oracle_matches_dot_product_attention():
+def test_oracle_and_xla_path_match_dot_product_attention():
   B, T, S, H, K, D, causal, window, _ = PACKED
   q, k, v, _ = make_inputs(B, T, S, H, K, D)
   q_seg, kv_seg = make_segments(B, T, S, hole=True)
   mask = visible_loop(T, S, causal, window, np.asarray(q_seg), np.asarray(kv_seg))
-  ours = jax.jit(lambda *a: attention(*a[:3], window=window, segment_ids=a[3:], impl="xla"))
-  got = np.asarray(ours(q, k, v, q_seg, kv_seg))
   want = jax.jit(jax.nn.dot_product_attention)(q, k, v, mask=jnp.asarray(mask)[:, None])
   seen = mask.any(-1)   # [B,T]: dot_product_attention is undefined on rows that see nothing
   assert (~seen).any() and seen.any()
-  np.testing.assert_allclose(got[seen], np.asarray(want)[seen], atol=2e-6)
-  assert np.all(got[~seen] == 0)
+  spec = spec_of(PACKED[:8] + (None,))
+  for ours in [lambda *a: naive(*a[:3], spec, *a[3:]),
+               lambda *a: attention(*a[:3], window=window, segment_ids=a[3:], impl="xla")]:
+    got = np.asarray(jax.jit(ours)(q, k, v, q_seg, kv_seg))
+    np.testing.assert_allclose(got[seen], np.asarray(want)[seen], atol=2e-6)
+    assert np.all(got[~seen] == 0)
   # without segments, T == S: causal=True is is_causal (MQA, odd head count)
   q, k, v, _ = make_inputs(*MQA_ODD[:6])
   got = jax.jit(lambda *a: attention(*a, impl="xla"))(q, k, v)
@@ -222,3 +224,18 @@ def test_bad_blocks_raise():
     pallas_tpu.blocks(100, 100, 64, 64, 512)
   with pytest.raises(ValueError, match="block_q"):
     pallas_gpu.blocks(100, 100, 48, 64, 64)
+
+
+@pytest.mark.slow
+def test_blockwise_memory_is_linear_in_T():
+  """Compiled fwd+bwd temp memory (compile only, YNN fusion off, in a subprocess): blockwise grows
+  ~linearly in T and is <= 1/20 of the materialised attention at T = 32k."""
+  import pathlib
+  import sys
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
+  import bench_attention
+  rows = {int(r["case"].split("T=")[1].split()[0]): r for r in bench_attention.memory_rows()}
+  assert rows[32768]["ratio"] <= 1 / 20
+  for T in (16384, 32768):   # doubling T: blockwise at most ~2x (linear), naive ~4x (quadratic)
+    assert rows[T]["temp_MiB"] <= 2.5 * rows[T // 2]["temp_MiB"]
+    assert rows[T]["baseline_temp_MiB"] >= 3.5 * rows[T // 2]["baseline_temp_MiB"]
