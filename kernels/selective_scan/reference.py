@@ -5,20 +5,18 @@ Per channel d and state index n (diagonal A):
 
 `selective_scan_naive` is the token-by-token lax.scan: the oracle, float64-capable.
 
-`selective_scan_chunked` is a two-level scan with a hand-written backward. The matmul
-trick of SSD does not apply (the decay differs per (d, n)), and measured on CPU the
-vectorised forms lose to the plain scan: an associative scan within chunks, or a scan over
-chunk positions batched across chunks, move several [B, T, D, N] tensors through memory
-and were 3-5× slower than the token scan in fwd+bwd (benchmarks/bench_ssm.py keeps the
-numbers). What is slow in the token scan is its autodiff reverse pass, so this path keeps
-the sequential recurrence and writes the backward by hand:
-  * forward: scan over chunks of L tokens; inside a chunk the per-token factors
-    exp(delta A) and delta u B are computed for the whole chunk at once, so the inner loop
-    is one fused multiply-add per token; only the state entering each chunk is saved;
-  * backward: chunks last to first; recompute the chunk's states from its saved entry
-    state (an L-token working set that stays in cache), run the adjoint recurrence
-    g_t = exp(delta_{t+1} A) g_{t+1} + C_t dy_t backwards, then every parameter gradient
-    is a batched contraction over the chunk.
+`selective_scan_chunked` is a two-level scan (chunks of L tokens, tokens within a chunk)
+with a hand-written backward. The matmul trick of SSD does not apply (the decay differs per
+(d, n)), and on CPU the vectorised forms lose to a plain scan: an associative scan within
+chunks moves several [B, T, D, N] tensors through memory and was ~4× slower than the token
+scan (benchmarks/bench_ssm.py keeps that row). What is slow in the token scan is its
+autodiff reverse pass, which stores and re-reads every state. So:
+  * forward: the token recurrence, saving only the state entering each chunk;
+  * backward: chunks last to first; recompute the chunk's L states from its saved entry
+    state (an L-token working set that stays in cache), then one reverse token scan that
+    computes every gradient of a token in the same step as the adjoint recurrence
+    g_{t-1} = exp(delta_t A) g_t (+ C_{t-1} dy_{t-1}), so nothing of size [B, T, D, N]
+    is ever materialised.
 The Pallas kernels implement the same algorithm (entry states saved, per-chunk recompute).
 """
 from __future__ import annotations
@@ -78,18 +76,9 @@ def _from_chunks(a):
   return jnp.moveaxis(a, (0, 1), (1, 2)).reshape(a.shape[2], -1, *a.shape[3:])
 
 
-def _chunk_states(x0_BDN, u_LBD, d_LBD, B_LBN, A_DN):
-  """Per-token decay a and the states entering each token of one chunk (both [L, B, D, N]).
-
-  Returns (a, x_in, x_end): x_in[t] is the state before token t, x_end after the chunk."""
-  a_LBDN = jnp.exp(d_LBD[..., None] * A_DN)
-  b_LBDN = (d_LBD * u_LBD)[..., None] * B_LBN[:, :, None, :]
-
-  def step(x, ab):
-    return ab[0] * x + ab[1], x
-
-  x_end, x_in = jax.lax.scan(step, x0_BDN, (a_LBDN, b_LBDN))
-  return a_LBDN, x_in, x_end
+def _token(x_BDN, A_DN, u_BD, d_BD, B_BN):
+  """One step of the recurrence."""
+  return jnp.exp(d_BD[..., None] * A_DN) * x_BDN + (d_BD * u_BD)[..., None] * B_BN[:, None, :]
 
 
 def _forward(L, u, delta, A, B, C, h0):
@@ -97,11 +86,13 @@ def _forward(L, u, delta, A, B, C, h0):
   A = A.astype(acc)
 
   def chunk(x_BDN, inputs):
-    u_LBD, d_LBD, B_LBN, C_LBN = inputs
-    a, x_in, x_end = _chunk_states(x_BDN, u_LBD, d_LBD, B_LBN, A)
-    # Output from the state after token t: a_t x_in[t] + b_t, rebuilt without storing it.
-    x_out = a * x_in + (d_LBD * u_LBD)[..., None] * B_LBN[:, :, None, :]
-    return x_end, (jnp.einsum("lbdn,lbn->lbd", x_out, C_LBN), x_BDN)
+    def token(x_BDN, inputs):
+      u_BD, d_BD, B_BN, C_BN = inputs
+      x_BDN = _token(x_BDN, A, u_BD, d_BD, B_BN)
+      return x_BDN, jnp.einsum("bdn,bn->bd", x_BDN, C_BN)
+
+    x_end, y_LBD = jax.lax.scan(token, x_BDN, inputs)
+    return x_end, (y_LBD, x_BDN)
 
   chunks = tuple(_to_chunks(v.astype(acc), L) for v in (u, delta, B, C))
   xT, (y, x0s) = jax.lax.scan(chunk, h0.astype(acc), chunks)
@@ -125,28 +116,31 @@ def _scan_bwd(L, res, cotangents):
   Aa = A.astype(acc)
 
   def chunk(carry, inputs):
-    g_BDN, dA_DN = carry            # g: gradient w.r.t. the state at the chunk's end
     u_LBD, d_LBD, B_LBN, C_LBN, dy_LBD, x0_BDN = inputs
-    a, x_in, _ = _chunk_states(x0_BDN, u_LBD, d_LBD, B_LBN, Aa)
-    du_LBD = d_LBD * u_LBD
-    x_out = a * x_in + du_LBD[..., None] * B_LBN[:, :, None, :]
-    cdy_LBDN = C_LBN[:, :, None, :] * dy_LBD[..., None]
 
-    # Adjoint recurrence, backwards: G_t = (a_{t+1} G_{t+1}) + C_t dy_t; carry a_t G_t.
-    def step(ag, inputs):
-      a_t, cdy_t = inputs
-      G = ag + cdy_t
-      return a_t * G, G
+    def recompute(x_BDN, inputs):     # emits the state entering each token
+      return _token(x_BDN, Aa, *inputs), x_BDN
 
-    g_BDN, G_LBDN = jax.lax.scan(step, g_BDN, (a, cdy_LBDN), reverse=True)
-    dlogdecay = G_LBDN * x_in * a                     # d/d(delta_t A)
-    GB_LBD = jnp.einsum("lbdn,lbn->lbd", G_LBDN, B_LBN)
-    grads = (d_LBD * GB_LBD,                                           # du
-             jnp.einsum("lbdn,dn->lbd", dlogdecay, Aa) + u_LBD * GB_LBD,  # ddelta
-             jnp.einsum("lbdn,lbd->lbn", G_LBDN, du_LBD),                # dB
-             jnp.einsum("lbdn,lbd->lbn", x_out, dy_LBD))                 # dC
-    dA_DN = dA_DN + jnp.einsum("lbdn,lbd->dn", dlogdecay, d_LBD)
-    return (g_BDN, dA_DN), grads
+    _, x_in_LBDN = jax.lax.scan(recompute, x0_BDN, (u_LBD, d_LBD, B_LBN))
+
+    def token(carry, inputs):
+      g_BDN, dA_DN = carry            # g: dL/d(state after this token) from later tokens
+      u_BD, d_BD, B_BN, C_BN, dy_BD, x_prev_BDN = inputs
+      a_BDN = jnp.exp(d_BD[..., None] * Aa)
+      du_BD = d_BD * u_BD
+      x_BDN = a_BDN * x_prev_BDN + du_BD[..., None] * B_BN[:, None, :]
+      g_BDN = g_BDN + C_BN[:, None, :] * dy_BD[..., None]     # + the readout y = x C
+      dlog_BDN = g_BDN * x_prev_BDN * a_BDN                    # dL/d(delta A)
+      gB_BD = jnp.einsum("bdn,bn->bd", g_BDN, B_BN)
+      grads = (d_BD * gB_BD,                                            # du
+               jnp.einsum("bdn,dn->bd", dlog_BDN, Aa) + u_BD * gB_BD,   # ddelta
+               jnp.einsum("bdn,bd->bn", g_BDN, du_BD),                  # dB
+               jnp.einsum("bdn,bd->bn", x_BDN, dy_BD))                  # dC
+      dA_DN = dA_DN + jnp.einsum("bdn,bd->dn", dlog_BDN, d_BD)
+      return (a_BDN * g_BDN, dA_DN), grads
+
+    return jax.lax.scan(token, carry, (u_LBD, d_LBD, B_LBN, C_LBN, dy_LBD, x_in_LBDN),
+                        reverse=True)
 
   chunks = tuple(_to_chunks(v.astype(acc), L) for v in (u, delta, B, C, dy))
   (dh0, dA), (du, dd, dB, dC) = jax.lax.scan(

@@ -18,7 +18,9 @@ def ssd(x_BTHP, dt_BTH, A_H, B_BTGN, C_BTGN, *, initial_state_BHPN=None, chunk_s
   dt must already be positive (softplus(dt + dt_bias)) and A negative (-exp(A_log)); the
   D skip and the z gate are the caller's. Head h uses B/C group h // (H // G).
   T needs not be a multiple of chunk_size: the tail is padded with dt = 0, which leaves the
-  state unchanged. Accumulates in promote_types(dtype, float32).
+  state unchanged. chunk_size: a multiple of 8 (TPU sublanes); with impl "auto" or
+  "pallas" also a power of two >= 16 (Triton tiles; the CUDA branch is traced everywhere).
+  Accumulates in promote_types(dtype, float32).
 
   Returns (y_BTHP in x's dtype, final_state_BHPN in the accumulation dtype).
   """
