@@ -8,7 +8,7 @@ Per channel d and state index n (diagonal A):
 `selective_scan_chunked` is a two-level scan (chunks of L tokens, tokens within a chunk)
 with a hand-written backward. The matmul trick of SSD does not apply (the decay differs per
 (d, n)), and on CPU the vectorised forms lose to a plain scan: an associative scan within
-chunks moves several [B, T, D, N] tensors through memory and was ~4× slower than the token
+chunks moves several [B, T, D, N] tensors through memory and was 4-9× slower than the token
 scan (benchmarks/bench_ssm.py keeps that row). What is slow in the token scan is its
 autodiff reverse pass, which stores and re-reads every state. So:
   * forward: the token recurrence, saving only the state entering each chunk;

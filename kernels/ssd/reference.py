@@ -8,7 +8,7 @@ Head h reads B/C group h // (H // G).
 `ssd_chunked` is the SSD algorithm (arXiv:2405.21060 §6): inside a chunk of L tokens the
 output is a masked quadratic form (C Bᵀ ∘ decay) X, which is matmul work; only the P×N
 state crosses chunk boundaries, so the sequential part is T/L steps instead of T. On CPU
-this makes forward+backward an order of magnitude faster than the token scan (whose
+this makes forward+backward 8-12× faster than the token scan (whose
 reverse pass walks T tiny steps and stores T states), see benchmarks/bench_ssm.py.
 
 Both accumulate in promote_types(dtype, float32) and return (y in x.dtype, final state in
