@@ -108,7 +108,7 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
       (grads, ce, w), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), micro)
     w = jnp.maximum(w, 1.0)
     grads = jax.tree.map(lambda g: g / w, grads)
-    loss, grad_norm = ce / w, optax.global_norm(grads)
+    loss, grad_norm = ce / w, optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # A non-finite loss or gradient skips the update inside the step (no host sync needed).
@@ -164,7 +164,8 @@ def to_global(local_batch: dict, sharding_):
 
 
 def setup_logging():
-  logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+  logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout, force=True)
+  log.setLevel(logging.INFO)
   for noisy in ("absl", "orbax", "jax._src"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
