@@ -65,10 +65,10 @@ class Attention(nn.Module):
     """Writes k, v at the cache index; attends to every filled slot at or before each query."""
     B, T, H, D = q_BTHD.shape
     K = k_BTKD.shape[2]
-    ready = self.has_variable("cache", "key")
-    ck = self.variable("cache", "key", jnp.zeros, k_BTKD.shape, k_BTKD.dtype)
-    cv = self.variable("cache", "value", jnp.zeros, v_BTKD.shape, v_BTKD.dtype)
-    idx = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+    ready = self.has_variable("cache", "cached_key")
+    ck = self.variable("cache", "cached_key", jnp.zeros, k_BTKD.shape, k_BTKD.dtype)
+    cv = self.variable("cache", "cached_value", jnp.zeros, v_BTKD.shape, v_BTKD.dtype)
+    idx = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
     if not ready:  # initialisation: the given input fixes the cache length
       return jnp.zeros_like(q_BTHD)
     ck.value = jax.lax.dynamic_update_slice(ck.value, k_BTKD, (0, idx.value, 0, 0))
