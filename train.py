@@ -199,6 +199,7 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   cfg = base.load(args.config, args.overrides)
   base.validate(cfg, jax.device_count())
+  modelzoo.check(cfg.model)
   workdir = Path(args.workdir or f"runs/{Path(args.config).stem}")
   lead = jax.process_index() == 0
   workdir.mkdir(parents=True, exist_ok=True)
@@ -247,7 +248,7 @@ def main(argv=None) -> int:
     compiled = step_fn.lower(abstract_state, batch_spec).compile()
     eval_fn = jax.jit(make_eval_step(model, cfg), in_shardings=(state_sh.params, b_sh))
   mem = compiled.memory_analysis()
-  flops_tok = metrics_lib.decoder_flops_per_token(cfg.model, n_params, cfg.data.seq_len)
+  flops_tok = modelzoo.flops_per_token(cfg.model, n_params, cfg.data.seq_len)
   peak, peak_src = metrics_lib.device_peak_flops()
   if lead:
     xla_flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))

@@ -51,6 +51,9 @@ class ModelConfig:
   remat: str = "none"              # none | full | dots (save matmul outputs only)
   param_dtype: str = "float32"
   dtype: str = "float32"           # compute dtype: float32 | bfloat16
+  # --- Dual-Stream Transformer (modelzoo/dual_stream.py) ---
+  # --- sigmoid attention and DeltaNet (modelzoo/deltanet.py, layers) ---
+  # --- Mamba, Mamba-2 and hybrids (modelzoo/mamba.py) ---
 
 
 @dataclass(frozen=True)

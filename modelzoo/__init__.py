@@ -9,12 +9,15 @@ import difflib
 import importlib
 
 # name -> "module:Class"; imported lazily so one model's dependencies never break another.
+# A model module may also define
+#   check_config(model_cfg)                      raise ConfigError for impossible settings (pre-compile)
+#   flops_per_token(model_cfg, n_params, seq_len) model FLOPs of one training token (default: decoder's)
 REGISTRY = {
     "decoder": "modelzoo.decoder:DecoderLM",
 }
 
 
-def build(model_cfg, decode: bool = False):
+def _module(model_cfg):
   name = model_cfg.name
   if name not in REGISTRY:
     close = difflib.get_close_matches(name, REGISTRY, n=1)
@@ -22,4 +25,24 @@ def build(model_cfg, decode: bool = False):
     from configs.base import ConfigError
     raise ConfigError(f"model.name={name!r} is not a known model {sorted(REGISTRY)}{hint}")
   mod, cls = REGISTRY[name].split(":")
-  return getattr(importlib.import_module(mod), cls)(model_cfg, decode=decode)
+  return importlib.import_module(mod), cls
+
+
+def check(model_cfg) -> None:
+  """Model-specific validation; raises ConfigError naming the offending key."""
+  mod, _ = _module(model_cfg)
+  if hasattr(mod, "check_config"):
+    mod.check_config(model_cfg)
+
+
+def build(model_cfg, decode: bool = False):
+  mod, cls = _module(model_cfg)
+  return getattr(mod, cls)(model_cfg, decode=decode)
+
+
+def flops_per_token(model_cfg, n_params: int, seq_len: int) -> float:
+  mod, _ = _module(model_cfg)
+  if hasattr(mod, "flops_per_token"):
+    return mod.flops_per_token(model_cfg, n_params, seq_len)
+  from modelzoo.metrics import decoder_flops_per_token
+  return decoder_flops_per_token(model_cfg, n_params, seq_len)
