@@ -13,7 +13,11 @@ import importlib
 #   check_config(model_cfg)                      raise ConfigError for impossible settings (pre-compile)
 #   flops_per_token(model_cfg, n_params, seq_len) model FLOPs of one training token (default: decoder's)
 REGISTRY = {
-    "decoder": "modelzoo.decoder:DecoderLM",
+    "decoder": "modelzoo.decoder:DecoderLM",          # GPT-2 / Llama style; sigmoid attention
+    "dual_stream": "modelzoo.dual_stream:DualStreamLM",
+    "deltanet": "modelzoo.deltanet:DeltaNetLM",
+    "mamba": "modelzoo.mamba:MambaLM",
+    "mamba2": "modelzoo.mamba2:Mamba2LM",            # Mamba-2 and layer-pattern hybrids
 }
 
 
