@@ -1,5 +1,6 @@
-"""Softmax attention on this CPU: the blockwise jnp path (FA2 in XLA) and the interpreted Pallas TPU
-kernels vs the materialised attention ("naive"), all causal, f32, fwd+bwd unless stated.
+"""Softmax (and sigmoid) attention on this CPU: the blockwise jnp path (FA2 in XLA, impl="xla") and
+the interpreted Pallas TPU kernels (impl="interpret") vs the materialised attention ("naive"), all
+causal, f32, default block sizes.
 
   python benchmarks/bench_attention.py           # speed table + memory table (~5 min on 2 cores)
   python benchmarks/bench_attention.py --memory  # memory table only (compile only, ~1 min)
@@ -34,13 +35,15 @@ NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
 # (B, T, H, D): the CPU training shapes (T0 recipe: B=16, T=128, 4 heads of 32) up to long T.
 SPEED_CASES = [(16, 128, 4, 32), (8, 256, 4, 32), (2, 512, 4, 64), (1, 1024, 4, 64),
                (1, 2048, 4, 64), (1, 4096, 2, 64)]
+SIGMOID_CASES = [(8, 256, 4, 32), (1, 2048, 4, 64)]
 INTERPRET_MAX_T = 2048   # interpreted Pallas is timed up to here
 MEMORY_TS = (8192, 16384, 32768)
 MEMORY_SHAPE = (1, 2, 64)   # B, H, D
 
 
-def _programs(T, D, mode):
-  spec = Spec("softmax", True, None, D ** -0.5, None, 0.0, T, T)
+def _programs(T, D, mode, kind="softmax"):
+  spec = Spec(kind, True, None, D ** -0.5, None, -float(np.log(T)) if kind == "sigmoid" else 0.0,
+              T, T)
   fns = {"naive": lambda q, k, v: naive(q, k, v, spec),
          "blockwise": lambda q, k, v: blockwise(q, k, v, spec),
          "pallas_interpret": lambda q, k, v: api.pallas(pallas_tpu, spec, (None, None), True,
@@ -65,14 +68,16 @@ def _time(fn, args, repeats):
 def speed_rows(repeats=5) -> list[dict]:
   out = []
   rng = np.random.default_rng(0)
-  for B, T, H, D in SPEED_CASES:
+  cases = [(c, "softmax") for c in SPEED_CASES] + [(c, "sigmoid") for c in SIGMOID_CASES]
+  for (B, T, H, D), kind in cases:
     args = [jnp.asarray(rng.standard_normal((B, T, H, D), np.float32)) for _ in range(3)]
     for mode in ("fwd", "fwd+bwd"):
-      progs = _programs(T, D, mode)
+      progs = _programs(T, D, mode, kind)
       names = ["naive", "blockwise"] + (["pallas_interpret"] if T <= INTERPRET_MAX_T else [])
       ms = {name: _time(progs[name], args, repeats) for name in names}
       for name in names[1:]:
-        out.append(dict(kernel="attention", case=f"{mode} B={B} T={T} H={H} D={D}",
+        out.append(dict(kernel="attention" if kind == "softmax" else "sigmoid_attention",
+                        case=f"{mode} B={B} T={T} H={H} D={D}",
                         baseline="naive (materialised, XLA)", impl=name,
                         ms=round(ms[name], 2), baseline_ms=round(ms["naive"], 2),
                         ratio=round(ms["naive"] / ms[name], 2),

@@ -75,7 +75,7 @@ def check_inputs(name, q_BTHD, k_BSKD, v_BSKD, *, causal, segment_ids, window, s
     if q_seg.shape != (B, T) or kv_seg.shape != (B, S):
       raise ValueError(f"{name}: segment ids shapes {q_seg.shape}, {kv_seg.shape} must be "
                        f"({B}, {T}) and ({B}, {S})")
-    if not jnp.issubdtype(q_seg.dtype, jnp.integer) or not jnp.issubdtype(kv_seg.dtype, jnp.integer):
+    if not all(jnp.issubdtype(s.dtype, jnp.integer) for s in (q_seg, kv_seg)):
       raise ValueError(f"{name}: segment ids must be integers, got {q_seg.dtype}, {kv_seg.dtype}")
     q_seg, kv_seg = q_seg.astype(jnp.int32), kv_seg.astype(jnp.int32)
   return q_seg, kv_seg, float(scale)
@@ -141,7 +141,7 @@ def q_block_range(kj, bq, bk, nq, spec: Spec):
   return lo, hi
 
 
-# ---- Tile math shared by the blockwise jnp path and the Pallas TPU/Triton kernel bodies. ----------
+# ---- Tile math shared by the blockwise jnp path and the Pallas TPU/Triton kernel bodies. -------
 # Tiles are [..., bq, bk]; per-row statistics (running max m, denominator l, lse, delta) are kept
 # with a trailing unit axis, [..., bq, 1], so they broadcast against a tile in every backend.
 # Masked logits become a large *finite* negative value: max/exp never see inf - inf, and masked
@@ -181,7 +181,7 @@ def tile_probs(spec: Spec, s, mask, row):
 
 
 def online_softmax(spec: Spec, s, mask, m_prev, l_prev):
-  """One KV tile of the online softmax: returns (p, alpha, m_next, l_next); acc' = alpha acc + p v."""
+  """One KV tile of the online softmax -> (p, alpha, m_next, l_next); acc' = alpha acc + p v."""
   m_tile = jnp.max(jnp.where(mask, s, MASK_VALUE), axis=-1, keepdims=True)
   m_next = jnp.maximum(m_prev, m_tile)
   p = tile_probs(spec, s, mask, m_next)

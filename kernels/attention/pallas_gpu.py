@@ -38,7 +38,8 @@ def blocks(T, S, block_q, block_k, default):
   bk = block_k or min(default, _pow2(S))
   for name, b in (("block_q", bq), ("block_k", bk)):
     if b < MIN_BLOCK or b & (b - 1):
-      raise ValueError(f"GPU (Triton) attention needs {name} a power of two >= {MIN_BLOCK}, got {b}")
+      raise ValueError(f"GPU (Triton) attention needs {name} a power of two >= {MIN_BLOCK}, "
+                       f"got {b}")
   return bq, bk
 
 

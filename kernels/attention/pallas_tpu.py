@@ -24,9 +24,10 @@ from kernels._attn_common import (MASK_VALUE, Spec, acc_dtype, dot, finish_softm
                                   tile_logits, tile_mask, tile_probs)
 
 LANES, SUBLANES = 128, 8
-# 512x512 f32 logit tiles (1 MiB) leave room in 16 MiB of scoped VMEM for the forward's
-# double-buffered q/k/v/o blocks; the backward keeps ~5 such tiles live, hence 256.
-FWD_BLOCK, BWD_BLOCK = 512, 256
+# 512x512: a f32 logit tile is 1 MiB, so even the backward's ~5 live tiles plus double-buffered
+# blocks fit v5e's 16 MiB default scoped VMEM; smaller tiles re-read K/V (forward) and the
+# lane-replicated lse/delta (backward) more often: see the roofline in docs/kernels_attention.md.
+FWD_BLOCK, BWD_BLOCK = 512, 512
 
 
 def _round_up(n, m):
@@ -56,8 +57,8 @@ def _segs(qs_ref, ks_ref, bk):
 
 def _fwd_kernel(*refs, spec: Spec, bq, bk, nk, seg):
   softmax = spec.kind == "softmax"
-  (q_ref, k_ref, v_ref), (qs_ref, ks_ref), (o_ref,), (lse_ref, m_scr, l_scr), (acc_scr,) = split_refs(
-      refs, [(3, True), (2, seg), (1, True), (3, softmax), (1, True)])
+  (q_ref, k_ref, v_ref), (qs_ref, ks_ref), (o_ref,), (lse_ref, m_scr, l_scr), (acc_scr,) = (
+      split_refs(refs, [(3, True), (2, seg), (1, True), (3, softmax), (1, True)]))
   qi, kj = pl.program_id(2), pl.program_id(3)
   acc = acc_scr.dtype
 

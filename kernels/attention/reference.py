@@ -4,7 +4,7 @@
 `blockwise`  FlashAttention-2 in jnp: a loop over q blocks with an online softmax over KV blocks
              forward, and a fused backward (one pass over KV blocks, each looping over q blocks,
              dQ accumulated in place). A custom_vjp keeps only (q, k, v, o, lse) between passes,
-             so compiled temp memory is linear in T. Fully masked blocks (causal/window) are skipped.
+             so compiled temp memory is linear in T. Blocks masked by causal/window are skipped.
 
 GQA is done by grouping, never by repeating K/V: q [B,T,H,D] -> [B,K,G,T,D] with H = K*G, so query
 head h uses kv head h // G.

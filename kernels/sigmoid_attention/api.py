@@ -1,8 +1,8 @@
-"""sigmoid_attention(q, k, v, ...): FlashSigmoid, o_i = sum_j mask_ij * sigmoid(scale q_i.k_j + b) v_j.
+"""sigmoid_attention(q, k, v, ...): FlashSigmoid, o_i = sum_j m_ij sigmoid(scale q_i.k_j + b) v_j.
 
-No row normalisation, so no running max / LSE: the backward only needs dS = P (1 - P) dP. It is the
-"sigmoid" kind of the attention machinery (kernels/attention: the same oracle, blockwise path, Pallas
-kernel bodies and dispatch), not a fork of it.
+No row normalisation, so no running max / LSE: the backward only needs dS = P (1 - P) dP. It is
+the "sigmoid" kind of the attention machinery (kernels/attention: the same oracle, blockwise path,
+Pallas kernel bodies and dispatch), not a fork of it.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def sigmoid_attention(q_BTHD, k_BSKD, v_BSKD, *, bias=None, causal=True, segment
   if bias is None:
     bias = -math.log(S)
   if not is_static_number(bias) or not math.isfinite(bias):
-    raise ValueError(f"sigmoid_attention: bias must be a finite Python number (static), got {bias!r}")
+    raise ValueError(f"sigmoid_attention: bias must be a finite Python number (static), "
+                     f"got {bias!r}")
   spec = Spec("sigmoid", causal, window, scale, None, float(bias), q_BTHD.shape[1], S)
   return run(spec, q_BTHD, k_BSKD, v_BSKD, q_seg, kv_seg, impl=impl, block_q=block_q,
              block_k=block_k)
