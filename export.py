@@ -1,0 +1,123 @@
+"""Export a run's parameters to share or serve; import shared parameters into a run to train on.
+
+    python export.py --workdir runs/X --format safetensors --out exports/X      # + config.json
+    python export.py --workdir runs/X --format hf --out exports/X-hf           # transformers folder
+    python export.py --workdir runs/X --format stablehlo --out exports/X-hlo   # jax.export modules
+    python export.py --import exports/X-hf --workdir runs/Y [--config configs/quickstart.py] [k=v ...]
+
+`--format hf` works for the GPT-2 style (GPT2LMHeadModel) and Llama style (LlamaForCausalLM)
+decoders; any other model is refused with the reason. `--dtype bfloat16` casts while restoring.
+`--import` reads a seqzoo safetensors export or a Hugging Face folder (config.json + safetensors)
+and writes a run with a step-0 checkpoint: the printed train.py command continues training it (data
+and train settings come from --config and the overrides; the model from the imported folder).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import jax
+
+from configs import base
+from configs.base import ConfigError
+from modelzoo import export_hf, export_io
+
+FORMATS = ("safetensors", "hf", "stablehlo")
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--workdir", required=True, help="the run to export, or (with --import) to create")
+  p.add_argument("--format", choices=FORMATS, help="what to write to --out")
+  p.add_argument("--out", help="output folder")
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                 help="parameter dtype of the export (default: the run's model.param_dtype)")
+  p.add_argument("--seq-len", type=int, default=None,
+                 help="stablehlo: forward length T (default data.seq_len)")
+  p.add_argument("--batch", type=int, default=1, help="stablehlo: decode batch size")
+  p.add_argument("--cache-len", type=int, default=None,
+                 help="stablehlo: decode cache length (default model.max_len)")
+  p.add_argument("--platforms", default=None,
+                 help="stablehlo: comma-separated lowering platforms, e.g. cpu,cuda,tpu "
+                      "(default: this machine's)")
+  p.add_argument("--import", dest="src", default=None,
+                 help="a seqzoo safetensors export or a Hugging Face folder to import")
+  p.add_argument("--config", default="configs/quickstart.py",
+                 help="--import of an HF folder: the data/train settings (the model comes from it)")
+  p.add_argument("overrides", nargs="*", help="--import: key.path=value applied to the run config")
+  return p.parse_args(argv)
+
+
+def export(args) -> dict:
+  if not args.format or not args.out:
+    raise ConfigError("export needs --format {safetensors,hf,stablehlo} and --out DIR")
+  workdir = Path(args.workdir)
+  if args.format == "hf":       # refuse before reading a checkpoint
+    export_hf.hf_arch(export_io.read_config(workdir).model)
+  cfg, step, params = export_io.restore_params(workdir, args.step, args.dtype)
+  out = Path(args.out)
+  if args.format == "safetensors":
+    export_io.save_safetensors(out, params, cfg, workdir, meta={"step": step})
+  elif args.format == "hf":
+    hf_cfg, tensors = export_hf.to_hf(jax.device_get(params), cfg.model)
+    export_hf.write_dir(out, hf_cfg, tensors)
+  else:
+    try:
+      import flatbuffers  # noqa: F401 — jax.export's serializer needs it
+    except ImportError:
+      raise ConfigError("--format stablehlo needs the flatbuffers package: pip install "
+                        "'flatbuffers>=24'") from None
+    from modelzoo import export_hlo
+    seq_len = args.seq_len or cfg.data.seq_len
+    cache_len = args.cache_len or cfg.model.max_len
+    if cfg.model.pos == "learned" and max(seq_len, cache_len) > cfg.model.max_len:
+      raise ConfigError(f"--seq-len {seq_len} / --cache-len {cache_len} exceed model.max_len="
+                        f"{cfg.model.max_len}, the learned position table")
+    platforms = args.platforms.split(",") if args.platforms else None
+    manifest = export_hlo.write(out, cfg, params, seq_len, args.batch, cache_len, platforms)
+    if manifest["decode_step"] is None:
+      print(f"note: model {cfg.model.name!r} keeps no decode cache: forward only", file=sys.stderr)
+  return {"format": args.format, "step": step, "out": str(out), "model": cfg.model.name,
+          "param_dtype": cfg.model.param_dtype}
+
+
+def import_(args) -> dict:
+  src, workdir = Path(args.src), Path(args.workdir)
+  if not (src / "config.json").is_file():
+    raise ConfigError(f"--import {src}: no config.json (neither a seqzoo export nor an HF folder)")
+  meta = json.loads((src / "config.json").read_text())
+  if "model_type" in meta:
+    hf_cfg, tensors = export_hf.read_dir(src)
+    cfg = base.load(args.config)
+    model_cfg, params = export_hf.from_hf(hf_cfg, tensors, cfg.model)
+    cfg = base.apply_overrides(dataclasses.replace(cfg, model=model_cfg), args.overrides)
+    tokenizer_src, kind = None, f"Hugging Face {hf_cfg['model_type']}"
+  else:
+    cfg, params = export_io.load_safetensors(src, args.overrides)
+    tokenizer_src, kind = src, "seqzoo safetensors"
+  conf = export_io.write_run(workdir, cfg, params, tokenizer_src)
+  return {"imported": str(src), "as": kind, "workdir": str(workdir),
+          "train": f"python train.py --config {conf} --workdir {workdir}"}
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  out = import_(args) if args.src else export(args)
+  print(json.dumps(out, indent=2))
+  return 0
+
+
+def cli(argv=None) -> int:
+  try:
+    return main(argv)
+  except ConfigError as e:    # user errors: one clear line, no traceback
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(cli())
