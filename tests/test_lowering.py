@@ -1,0 +1,46 @@
+"""A whole train step of a small model using each kernel lowers for TPU and for GPU on this CPU machine,
+with the Pallas kernel's custom call in the module (model.attn_impl=pallas selects the kernels)."""
+import importlib
+
+import jax
+import pytest
+
+import modelzoo
+import train
+from configs import base
+from layers import sharding
+
+TARGET = {"tpu": "tpu_custom_call", "cuda": "__gpu$xla.gpu.triton"}
+TINY = ["model.d_model=64", "model.n_layers=2", "model.n_heads=2", "model.d_ff=128", "model.max_len=128",
+        "data.seq_len=128", "train.batch_size=2", "train.warmup_steps=1", "mesh.data=1",
+        "model.attn_impl=pallas"]
+# (model, kernel it exercises, extra overrides)
+CASES = [
+    ("decoder", "attention", []),
+    ("decoder", "sigmoid_attention", ["model.attention=sigmoid"]),
+]
+
+
+def lower_train_step(overrides, platform):
+  cfg = base.load("configs/quickstart.py", TINY + overrides)
+  modelzoo.check(cfg.model)
+  model, (tx, schedule) = modelzoo.build(cfg.model), train.make_optimizer(cfg.train)
+
+  mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, 1), jax.devices()[:1])
+  _, _, abstract, _ = train.init_state(model, tx, cfg, mesh)
+  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)  # no CPU placement
+  batch = {k: jax.ShapeDtypeStruct((2, cfg.data.seq_len), d) for k, d in train.BATCH_DTYPES.items()}
+  step = jax.jit(train.make_train_step(model, tx, schedule, cfg))
+  return step.trace(state, batch).lower(lowering_platforms=(platform,)).as_text()
+
+
+@pytest.mark.parametrize("platform", ["tpu", "cuda"])
+@pytest.mark.parametrize("name, kernel, extra", CASES, ids=[c[1] for c in CASES])
+def test_train_step_lowers_with_the_pallas_kernel(name, kernel, extra, platform):
+  module = modelzoo.REGISTRY[name].split(":")[0]
+  try:
+    importlib.import_module(module)
+  except ModuleNotFoundError as e:
+    pytest.fail(f"{module} is registered but missing: {e}")
+  text = lower_train_step([f"model.name={name}", *extra], platform)
+  assert TARGET[platform] in text, f"no {TARGET[platform]} in the {platform} train step"
