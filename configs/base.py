@@ -54,6 +54,17 @@ class ModelConfig:
   # --- Dual-Stream Transformer (modelzoo/dual_stream.py) ---
   # --- sigmoid attention and DeltaNet (modelzoo/deltanet.py, layers) ---
   # --- Mamba, Mamba-2 and hybrids (modelzoo/mamba.py) ---
+  d_state: int = 16                # N: SSM state size (per channel in Mamba-1, per head in Mamba-2)
+  d_conv: int = 4                  # width of the causal depthwise conv before the scan
+  expand: int = 2                  # E = expand * d_model, the mixer's inner width
+  dt_rank: int = 0                 # R: Mamba-1 low-rank Δ projection; 0 = ceil(d_model / 16)
+  dt_min: float = 0.001            # softplus(dt_bias) is initialised log-uniform in [dt_min, dt_max]
+  dt_max: float = 0.1
+  ssm_head_dim: int = 64           # P: Mamba-2 head dim (heads = E / P)
+  ssm_groups: int = 1              # G: Mamba-2 B/C groups (heads share B, C within a group)
+  ssm_chunk: int = 64              # scan chunk length (Mamba-2 on auto/pallas: power of two >= 16)
+  layer_pattern: str = ""          # Mamba-2 hybrid, one char per layer: M mamba2, * attention,
+                                   # - MLP (e.g. "M-M*-"); "" = n_layers x M. See modelzoo/mamba2.py
 
 
 @dataclass(frozen=True)
