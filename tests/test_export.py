@@ -192,7 +192,8 @@ def random_hf_model(arch: str):
   torch.manual_seed(0)
   if arch == "gpt2":
     c = transformers.GPT2Config(vocab_size=256, n_positions=32, n_embd=32, n_layer=2, n_head=4,
-                                n_inner=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                                n_inner=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                bos_token_id=0, eos_token_id=0)
     model = transformers.GPT2LMHeadModel(c)
   else:
     c = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64,
@@ -202,7 +203,7 @@ def random_hf_model(arch: str):
     model = transformers.LlamaForCausalLM(c)
   with torch.no_grad():                     # every tensor random: norms and biases are tested too
     for p in model.parameters():
-      p.copy_(torch.randn_like(p) * 0.3 + (p == 1).all())
+      p.copy_(torch.randn_like(p) * 0.2 + (p == 1).all())
   return model.eval()
 
 
