@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import kernels
 from layers.embed import rope
 from layers.dense import Dense
+from layers.norm import Norm
 from layers.sharding import constrain
 
 
@@ -27,6 +28,9 @@ class Attention(nn.Module):
   pos: str = "learned"           # rope applies rotations here; other kinds are added at the input
   rope_theta: float = 10000.0
   use_bias: bool = True
+  qk_norm: str = "none"          # none | layernorm | rmsnorm: per-head norm of q and k before RoPE
+  qk_norm_eps: float = 1e-5
+  window: int | None = None      # sliding window: a query sees its last `window` keys (incl. own)
   impl: str = "auto"
   init_std: float = 0.02
   out_std: float = 0.02
@@ -44,6 +48,13 @@ class Attention(nn.Module):
     q_BTHD = self.proj(x_BTD, H, ("heads", "kv"), "query")
     k_BTKD = self.proj(x_BTD, K, ("kv_heads", "kv"), "key")
     v_BTKD = self.proj(x_BTD, K, ("kv_heads", "kv"), "value")
+    if self.qk_norm != "none":
+      # QK-norm bounds the initial logits (sigmoid attention's recommended stabiliser); one scale
+      # vector of size d_head shared by all heads, as in the reference implementations.
+      q_BTHD = Norm(self.qk_norm, eps=self.qk_norm_eps, param_dtype=self.param_dtype,
+                    name="query_norm")(q_BTHD)
+      k_BTKD = Norm(self.qk_norm, eps=self.qk_norm_eps, param_dtype=self.param_dtype,
+                    name="key_norm")(k_BTKD)
     if self.pos == "rope":
       q_BTHD = rope(q_BTHD, positions_BT, self.rope_theta)
       k_BTKD = rope(k_BTKD, positions_BT, self.rope_theta)
@@ -52,10 +63,11 @@ class Attention(nn.Module):
       o_BTHD = self._decode(q_BTHD, k_BTKD, v_BTKD, positions_BT, logit_scale)
     elif self.kind == "sigmoid":
       o_BTHD = kernels.sigmoid_attention(q_BTHD, k_BTKD, v_BTKD, bias=self.sigmoid_bias,
-                                         causal=True, segment_ids=segment_ids_BT, impl=self.impl)
+                                         causal=True, segment_ids=segment_ids_BT,
+                                         window=self.window, impl=self.impl)
     else:
       o_BTHD = kernels.attention(q_BTHD, k_BTKD, v_BTKD, causal=True, segment_ids=segment_ids_BT,
-                                 logit_scale=logit_scale, impl=self.impl)
+                                 window=self.window, logit_scale=logit_scale, impl=self.impl)
     o_BTHD = constrain(o_BTHD, ("batch", "length", "act_heads", None))
     return Dense((x_BTD.shape[-1],), ("heads", "kv", "embed"), n_in=2, use_bias=self.use_bias,
                  init_std=self.out_std, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -79,6 +91,8 @@ class Attention(nn.Module):
     s_BKGTS = jnp.einsum("btkgd,bskd->bkgts", q_BTKGD, ck.value.astype(jnp.float32))
     s_BKGTS = s_BKGTS * (logit_scale / math.sqrt(D))
     visible_BTS = jnp.arange(S)[None, None, :] <= positions_BT[:, :, None]
+    if self.window is not None:
+      visible_BTS &= jnp.arange(S)[None, None, :] > positions_BT[:, :, None] - self.window
     visible = visible_BTS[:, None, None]
     if self.kind == "sigmoid":
       p = jnp.where(visible, jax.nn.sigmoid(s_BKGTS + self.sigmoid_bias), 0.0)

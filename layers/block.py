@@ -2,6 +2,11 @@
 
 pre:  x = x + attn(norm1(x));  x = x + mlp(norm2(x))        (GPT-2, Llama)
 post: x = norm1(x + attn(x));  x = norm2(x + mlp(x))        (original Transformer)
+
+Stabilisers for sigmoid attention (Ramapuram et al. 2024), both off by default and pre-norm only:
+hybrid_norm: x = x + norm3(attn(norm1(x)));  x = x + norm4(mlp(norm2(x)))   (AXLearn "hybridnorm")
+layer_scale: each branch output is multiplied by a learned per-channel gamma (init cfg.layer_scale)
+before the residual add, as in the paper's attention_simulator TransformerBlock (ls1, ls2).
 """
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from configs.base import ConfigError
 from layers.attention import Attention
 from layers.mlp import MLP
 from layers.norm import Norm
-from layers.sharding import constrain
+from layers.sharding import constrain, param
 
 
 def dtypes(cfg):
@@ -26,18 +32,31 @@ def out_std(cfg):
   return cfg.init_std / math.sqrt(2 * cfg.n_layers)
 
 
-def attention_for(cfg, decode: bool, name: str = "attn") -> Attention:
+def attention_for(cfg, decode: bool, name: str = "attn", window: int | None = None) -> Attention:
   H = cfg.n_heads
   return Attention(
       n_heads=H, n_kv_heads=cfg.n_kv_heads or H, d_head=cfg.d_head or cfg.d_model // H,
       kind=cfg.attention, sigmoid_bias=-math.log(cfg.max_len), pos=cfg.pos,
       rope_theta=cfg.rope_theta, use_bias=cfg.use_bias, impl=cfg.attn_impl,
+      qk_norm=cfg.norm if cfg.qk_norm else "none", qk_norm_eps=cfg.norm_eps, window=window,
       init_std=cfg.init_std, out_std=out_std(cfg), decode=decode, name=name, **dtypes(cfg))
 
 
 def norm_for(cfg, name: str, groups: int = 1) -> Norm:
   return Norm(kind=cfg.norm, use_bias=cfg.norm_bias, eps=cfg.norm_eps, groups=groups,
               param_dtype=jnp.dtype(cfg.param_dtype), name=name)
+
+
+class LayerScale(nn.Module):
+  """x * gamma, gamma per channel (CaiT); a small init keeps early residual updates small."""
+  init: float
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BTD):
+    gamma = self.param("scale", param(nn.initializers.constant(self.init), ("norm",)),
+                       (x_BTD.shape[-1],), self.param_dtype)
+    return (x_BTD * gamma).astype(x_BTD.dtype)
 
 
 class Block(nn.Module):
@@ -51,9 +70,18 @@ class Block(nn.Module):
     mlp = MLP(cfg.d_ff, kind=cfg.mlp, gelu_exact=cfg.gelu_exact, use_bias=cfg.use_bias,
               init_std=cfg.init_std, out_std=out_std(cfg), name="mlp", **dtypes(cfg))
     n1, n2 = norm_for(cfg, "norm1"), norm_for(cfg, "norm2")
+    if (cfg.hybrid_norm or cfg.layer_scale) and cfg.norm_placement != "pre":
+      raise ConfigError("model.hybrid_norm and model.layer_scale need model.norm_placement=pre")
+
+    def branch_out(h_BTD, i):    # the sigmoid stabilisers on branch i (1: attention, 2: MLP)
+      if cfg.hybrid_norm:
+        h_BTD = norm_for(cfg, f"norm{i + 2}")(h_BTD)
+      if cfg.layer_scale:
+        h_BTD = LayerScale(cfg.layer_scale, jnp.dtype(cfg.param_dtype), name=f"ls{i}")(h_BTD)
+      return h_BTD
     if cfg.norm_placement == "pre":
-      x_BTD = x_BTD + attn(n1(x_BTD), positions_BT, segment_ids_BT, logit_scale)
-      x_BTD = x_BTD + mlp(n2(x_BTD))
+      x_BTD = x_BTD + branch_out(attn(n1(x_BTD), positions_BT, segment_ids_BT, logit_scale), 1)
+      x_BTD = x_BTD + branch_out(mlp(n2(x_BTD)), 2)
     else:
       x_BTD = n1(x_BTD + attn(x_BTD, positions_BT, segment_ids_BT, logit_scale))
       x_BTD = n2(x_BTD + mlp(x_BTD))

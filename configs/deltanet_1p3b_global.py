@@ -1,0 +1,14 @@
+"""DeltaNet + two global-attention layers, 1.3B (the paper's second hybrid).
+
+    python train.py --config configs/deltanet_1p3b_global.py data.path=<text files> --workdir runs/x
+
+Should show: nothing on CPU (1.37B parameters; built by tests/test_zoo_deltanet.py). Layers 2 and
+L/2 + 1 = 13 (1-based; the H3 placement) are global softmax attention with RoPE, 16 heads of 128;
+the other 22 are DeltaNet; every other setting as configs/deltanet_1p3b.py.
+"""
+from configs import deltanet_1p3b
+from configs.base import Config
+
+
+def get_config() -> Config:
+  return deltanet_1p3b.get_config(dn_hybrid="global")
