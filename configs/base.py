@@ -53,6 +53,15 @@ class ModelConfig:
   dtype: str = "float32"           # compute dtype: float32 | bfloat16
   # --- Dual-Stream Transformer (modelzoo/dual_stream.py) ---
   # --- sigmoid attention and DeltaNet (modelzoo/deltanet.py, layers) ---
+  qk_norm: bool = False            # QK-norm: q, k normalised per head (model.norm kind) before RoPE
+  layer_scale: float = 0.0         # LayerScale: branch * per-channel gamma, this init; 0 = off
+  hybrid_norm: bool = False        # hybrid-norm: x + Norm(f(Norm(x))) (pre-norm blocks only)
+  dn_conv: int = 4                 # DeltaNet causal depthwise conv width on q, k, v; 0 = none
+  dn_gate: bool = False            # DeltaNet output gate: RMSNorm(o) * SiLU(W_g x)
+  dn_decay: bool = False           # gated delta rule: g = -exp(A_log) softplus(W_a x + dt_bias)
+  dn_chunk: int = 64               # delta-rule chunk size C: 16 | 32 | 64
+  dn_hybrid: str = "none"          # none | swa (window attn every other layer) | global (2 attn)
+  dn_window: int = 512             # keys seen by a swa-hybrid attention layer (itself included)
   # --- Mamba, Mamba-2 and hybrids (modelzoo/mamba.py) ---
   d_state: int = 16                # N: SSM state size (per channel in Mamba-1, per head in Mamba-2)
   d_conv: int = 4                  # width of the causal depthwise conv before the scan
