@@ -24,6 +24,8 @@ from safetensors import numpy as st_np
 from configs.base import ConfigError, ModelConfig
 
 GPT2_ACT = {False: "gelu_new", True: "gelu"}        # our gelu_exact -> HF activation_function
+# seqzoo's tokenizers have no BOS/EOS ids; HF's class defaults (GPT-2: 50256) may not exist here.
+NO_SPECIAL_TOKENS = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
 def hf_arch(m: ModelConfig) -> str:
@@ -87,7 +89,7 @@ def hf_config(m: ModelConfig, dtype: str) -> dict:
                 layer_norm_epsilon=m.norm_eps, tie_word_embeddings=m.tie_embeddings,
                 scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False,
                 reorder_and_upcast_attn=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                initializer_range=m.init_std, torch_dtype=dtype)
+                initializer_range=m.init_std, torch_dtype=dtype, **NO_SPECIAL_TOKENS)
   return dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=m.vocab_size,
               hidden_size=m.d_model, intermediate_size=m.d_ff, num_hidden_layers=m.n_layers,
               num_attention_heads=m.n_heads, num_key_value_heads=m.n_kv_heads or m.n_heads,
@@ -96,7 +98,7 @@ def hf_config(m: ModelConfig, dtype: str) -> dict:
               rope_parameters=dict(rope_type="default", rope_theta=m.rope_theta),
               hidden_act="silu", tie_word_embeddings=m.tie_embeddings, attention_bias=m.use_bias,
               mlp_bias=m.use_bias, attention_dropout=0.0, initializer_range=m.init_std,
-              torch_dtype=dtype)
+              torch_dtype=dtype, **NO_SPECIAL_TOKENS)
 
 
 def from_hf_config(c: dict, defaults: ModelConfig = ModelConfig()) -> ModelConfig:

@@ -153,6 +153,11 @@ def test_zoo_model_without_hf_class(tmp_path, corpus, capsys):
   cfg2, got = export_io.load_safetensors(tmp_path / "st")
   assert cfg2 == cfg
   jax.tree.map(np.testing.assert_array_equal, got, params)
+  assert export.main(["--workdir", run, "--format", "safetensors", "--out", str(tmp_path / "st16"),
+                      "--dtype", "bfloat16"]) == 0
+  cfg16, got16 = export_io.load_safetensors(tmp_path / "st16")
+  assert cfg16.model.param_dtype == "bfloat16"
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b.astype(jnp.bfloat16)), got16, params)
   assert export.main(["--workdir", run, "--format", "stablehlo", "--out", str(tmp_path / "hlo"),
                       "--cache-len", "16"]) == 0
   fwd = jax.export.deserialize((tmp_path / "hlo" / "forward.jax_export").read_bytes())
@@ -216,7 +221,8 @@ def hf_logits(model, x):
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_hf_import_and_export_round_trip(tmp_path, corpus, arch, capsys):
   hf = random_hf_model(arch)
-  hf.save_pretrained(tmp_path / "hf")
+  hf.save_pretrained(tmp_path / "hf", max_shard_size="40KB")      # several files + an index
+  assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
   x = tokens()
   ref = hf_logits(hf, x)
   run = tmp_path / "run"
