@@ -11,6 +11,7 @@ file is the tree exactly as the model holds it (scanned layers keep their leadin
 from __future__ import annotations
 
 import json
+import pprint
 import shutil
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def write_run(workdir: Path, cfg: base.Config, params, tokenizer_src: Path | Non
   state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sh.opt_state)(params))
   (workdir / "config.json").write_text(base.to_json(cfg))
   conf = workdir / "imported_config.py"
-  conf.write_text(CONFIG_FILE.format(json=json.dumps(base.to_dict(cfg), indent=2)))
+  conf.write_text(CONFIG_FILE.format(config=pprint.pformat(base.to_dict(cfg), sort_dicts=False)))
   ck = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep, async_save=False)
   ck.save(0, state, data_state, force=True)
   ck.close()
@@ -197,11 +198,9 @@ CONFIG_FILE = '''"""Written by export.py --import: the imported model with its d
 
     python train.py --config {{this file}} --workdir {{its directory}} [train.* overrides]
 """
-import json
-
 from configs import base
 
-CONFIG = json.loads(r"""{json}""")
+CONFIG = {config}
 
 
 def get_config():

@@ -100,7 +100,8 @@ def test_restore_onto_another_mesh_in_bfloat16(tmp_path, corpus):
   cfg, _, got = export_io.restore_params(tmp_path, param_dtype="bfloat16", mesh=mesh)
   assert cfg.model.param_dtype == "bfloat16"
   q = got["layers"]["attn"]["query"]["kernel"]                  # [L, D, H, d]: fsdp x tensor
-  assert q.dtype == jnp.bfloat16 and q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+  assert q.dtype == jnp.bfloat16
+  assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
   assert len({s.device for s in q.addressable_shards}) == 8
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b.astype(jnp.bfloat16)),
                got, params)
