@@ -52,6 +52,14 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"           # compute dtype: float32 | bfloat16
   # --- Dual-Stream Transformer (modelzoo/dual_stream.py) ---
+  mix_v: str = "dense"             # head mixing of the V projection: dense | kronecker | independent
+  mix_o: str = "dense"             # ... of the attention output projection O (same choices)
+  mix_up: str = "dense"            # ... of the FFN up projection: dense | independent (per-head FFN)
+  mix_down: str = "dense"          # ... of the FFN down projection: dense | independent
+  cln: bool = True                 # channel-wise LayerNorm (one LN per head); False: LN over all of D
+  v_norm: bool = True              # V reads CLN_v(x_t); False: the raw token stream x_t
+  frozen_tokens: bool = False      # Frozen-Token-Stream: x_t stays the embedding, attention writes x_e
+  kron_init: str = "identity"      # Kronecker M init: identity (I + N(0, init_std^2)) | normal
   # --- sigmoid attention and DeltaNet (modelzoo/deltanet.py, layers) ---
   qk_norm: bool = False            # QK-norm: q, k normalised per head (model.norm kind) before RoPE
   layer_scale: float = 0.0         # LayerScale: branch * per-channel gamma, this init; 0 = off
