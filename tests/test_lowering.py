@@ -18,6 +18,7 @@ TINY = ["model.d_model=64", "model.n_layers=2", "model.n_heads=2", "model.d_ff=1
 CASES = [
     ("decoder", "attention", []),
     ("decoder", "sigmoid_attention", ["model.attention=sigmoid"]),
+    ("deltanet", "delta_rule", ["model.pos=none"]),
     ("mamba", "selective_scan", ["model.pos=none"]),
     ("mamba2", "ssd", ["model.pos=none"]),
 ]
