@@ -4,6 +4,10 @@
 
 Re-running the same command with the same workdir resumes from its latest checkpoint and continues
 bitwise identically to an uninterrupted run. SIGTERM (preemption) saves a checkpoint and exits 0.
+On several hosts, the same command on each (see modelzoo/distributed.py, docs/multihost.md).
+`--check` validates config, data, tokenizer, mesh and checkpoints, then exits without compiling.
+Exit codes: 0 done (or preempted and saved), 2 a user error, 1 a checkpoint write/read failure,
+3 stopped after too many non-finite updates in a row (the last good state is saved).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -28,9 +33,10 @@ from configs import base
 from configs.base import ConfigError
 from layers import sharding
 from modelzoo import data as data_lib
+from modelzoo import distributed
 from modelzoo import metrics as metrics_lib
 from modelzoo import tokenize
-from modelzoo.checkpoint import Checkpointer, abstract_like
+from modelzoo.checkpoint import Checkpointer, CheckpointError, abstract_like
 
 log = logging.getLogger("seqzoo")
 
@@ -42,6 +48,11 @@ class TrainState:
   opt_state: optax.OptState
   rng: jax.Array
   bad_steps: jax.Array           # consecutive non-finite updates skipped
+  skipped: jax.Array             # all non-finite updates skipped so far
+
+
+class Stopped(RuntimeError):
+  """Too many non-finite updates in a row: the last good state was saved; exit code 3."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,11 +125,13 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
     # A non-finite loss or gradient skips the update inside the step (no host sync needed).
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    bad = jnp.where(ok, 0, state.bad_steps + 1)
     new = TrainState(step=state.step + 1, params=keep(params, state.params),
                      opt_state=keep(opt_state, state.opt_state), rng=state.rng,
-                     bad_steps=jnp.where(ok, 0, state.bad_steps + 1))
+                     bad_steps=bad, skipped=state.skipped + (~ok).astype(jnp.int32))
     metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
-               "skipped": 1.0 - ok.astype(jnp.float32)}
+               "skipped": 1.0 - ok.astype(jnp.float32), "skipped_total": new.skipped,
+               "bad_steps": bad}
     return new, metrics
 
   return train_step
@@ -140,8 +153,9 @@ def init_state(model, tx, cfg: base.Config, mesh):
 
   def init_fn(rng):
     params = model.init(rng, jnp.zeros((1, T), jnp.int32))["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=rng, bad_steps=jnp.zeros((), jnp.int32))
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng,
+                      bad_steps=zero, skipped=zero)
 
   rng = jax.random.PRNGKey(cfg.train.seed)
   boxed = jax.eval_shape(init_fn, rng)
@@ -175,7 +189,12 @@ def check_workdir(workdir: Path, cfg: base.Config):
   f = workdir / "config.json"
   if not f.exists():
     return
-  old = json.loads(f.read_text())
+  try:
+    old = json.loads(f.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{f} is not a seqzoo config.json ({e}); use a new --workdir") from None
+  if not isinstance(old, dict):
+    raise ConfigError(f"{f} is not a seqzoo config.json; use a new --workdir")
   new = base.to_dict(cfg)
   for sec in ("model", "data"):
     if old.get(sec) != new[sec]:
@@ -190,23 +209,62 @@ def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", required=True, help="configs/<name>.py")
   p.add_argument("--workdir", default=None, help="run directory (default runs/<config name>)")
+  p.add_argument("--check", action="store_true",
+                 help="validate config, data, tokenizer, mesh and checkpoints; exit before compiling")
   p.add_argument("overrides", nargs="*", help="key.path=value")
+  distributed.add_args(p)
   return p.parse_args(argv)
+
+
+# The chunked recurrent kernels pad T up to a multiple of their chunk (the padded tokens leave the
+# state unchanged): allowed, but the padding is compute spent on nothing, so say so.
+CHUNK_FIELDS = {"mamba": "ssm_chunk", "mamba2": "ssm_chunk", "deltanet": "dn_chunk"}
+
+
+def notes(cfg: base.Config) -> list[str]:
+  out = []
+  field_ = CHUNK_FIELDS.get(cfg.model.name)
+  T = cfg.data.seq_len
+  if field_ and T % getattr(cfg.model, field_):
+    C = getattr(cfg.model, field_)
+    padded = -(-T // C) * C
+    out.append(f"note: data.seq_len={T} is not a multiple of model.{field_}={C}; the kernel pads "
+               f"each sequence to {padded} automatically ({padded - T} padded tokens, "
+               f"{(padded - T) / padded:.0%} of the scan's work)")
+  return out
+
+
+def prepare_workdir(workdir: Path, cfg: base.Config, lead: bool):
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"--workdir {workdir} cannot be created: {e.strerror or e}") from None
+  if not workdir.is_dir():
+    raise ConfigError(f"--workdir {workdir} is not a directory")
+  check_workdir(workdir, cfg)
+  if lead:
+    try:
+      (workdir / "config.json").write_text(base.to_json(cfg))
+    except OSError as e:
+      raise ConfigError(f"--workdir {workdir} is not writable: {e.strerror or e}") from None
 
 
 def main(argv=None) -> int:
   setup_logging()
   args = parse_args(argv)
-  cfg = base.load(args.config, args.overrides)
+  cfg = base.load(args.config, args.overrides)      # pure Python: before any JAX backend starts
+  started = distributed.initialize(args)              # before anything asks JAX for devices
+  lead = jax.process_index() == 0
+  if not lead:
+    log.setLevel(logging.WARNING)                     # one process logs; all report warnings
   base.validate(cfg, jax.device_count())
   modelzoo.check(cfg.model)
   workdir = Path(args.workdir or f"runs/{Path(args.config).stem}")
-  lead = jax.process_index() == 0
-  workdir.mkdir(parents=True, exist_ok=True)
-  check_workdir(workdir, cfg)
-  if lead:
-    log.info("config:\n%s", base.to_json(cfg))
-    (workdir / "config.json").write_text(base.to_json(cfg))
+  prepare_workdir(workdir, cfg, lead)
+  log.info("config:\n%s", base.to_json(cfg))
+  log.info("%s; %d devices (%d local)", started, jax.device_count(), jax.local_device_count())
+  for note in notes(cfg):
+    log.info("%s", note)
   t = cfg.train
 
   # --- Data: each process reads its own shard of every global batch.
@@ -229,7 +287,15 @@ def main(argv=None) -> int:
   mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, jax.device_count()))
   make_state, rng, abstract_state, state_sh = init_state(model, tx, cfg, mesh)
   b_sh = batch_sharding(mesh)
+  distributed.check_batch_layout(b_sh, (t.batch_size, cfg.data.seq_len))
   ckpt = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep, cfg.ckpt.async_save)
+  if args.check:
+    ckpt.check_compatible(abstract_state)
+    ckpt.close()
+    log.info("check passed: config, data (%s), tokenizer (%d ids), mesh %s and %d checkpoints in %s; "
+             "not compiling (--check)", cfg.data.source, tok.vocab_size, dict(mesh.shape),
+             len(ckpt.steps()), ckpt.dir)
+    return 0
   start, state, data_state = ckpt.restore(abstract_state)
   if state is None:
     state, start = make_state(rng), 0
@@ -264,11 +330,25 @@ def main(argv=None) -> int:
 
   # --- Loop. Metrics are fetched one step late so the host never waits for the device.
   stop = {"signal": None}
-  signal.signal(signal.SIGTERM, lambda s, f: stop.__setitem__("signal", s))
+  if jax.process_count() == 1:
+    signal.signal(signal.SIGTERM, lambda s, f: stop.__setitem__("signal", s))
+  # else JAX's preemption service owns SIGTERM and makes every process stop at the same step.
   writer = metrics_lib.Writer(workdir, active=lead)
   bar = _progress(start, t.steps, lead)
-  pending, tic, toc_step, last_eval = None, time.time(), start, {}
+  pending, prev, tic, toc_step, last_eval = None, None, time.time(), start, {}
   step = start
+
+  def check_finite(done_step, out):
+    """Stops (exit 3) once more than train.max_bad_steps updates in a row were non-finite."""
+    bad = int(out["bad_steps"])
+    if bad <= t.max_bad_steps:
+      return
+    ckpt.save(step, state, train_it.get_state(), force=True)
+    ckpt.wait()
+    raise Stopped(f"{bad} non-finite updates in a row (steps {done_step - bad + 1}..{done_step}) "
+                  f"exceed train.max_bad_steps={t.max_bad_steps}: stopped. Skipped updates leave "
+                  f"the state unchanged; the last good state is saved as {ckpt.dir / str(step)}")
+
   try:
     while step < t.steps:
       batch = to_global(next(train_it), b_sh)
@@ -277,35 +357,48 @@ def main(argv=None) -> int:
       if pending is not None:
         _report(pending, bar, writer)
       pending = None
+      if prev is not None:
+        check_finite(*prev)     # the step before: finished by now, so this hardly waits
+      prev = (step, out)
       if step % t.log_every == 0 or step == t.steps:
         out = jax.device_get(out)
         dt = time.time() - tic
         tps = (step - toc_step) * t.batch_size * cfg.data.seq_len / dt
         out.update(tokens_per_sec=tps, mfu=tps * flops_tok / (jax.device_count() * peak))
         pending, tic, toc_step = (step, out), time.time(), step
-        if out["skipped"] and int(jax.device_get(state.bad_steps)) > t.max_bad_steps:
-          ckpt.save(step, state, train_it.get_state(), force=True)
-          raise RuntimeError(f"{int(state.bad_steps)} non-finite updates in a row at step {step}; "
-                             f"the last good state is saved in {ckpt.dir}")
       if step % t.eval_every == 0 or step == t.steps:
         last_eval = evaluate(eval_fn, state.params, val, bpt, b_sh, mesh)
         writer.write(step, last_eval)
         if lead:
           bar.write(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-      ckpt.save(step, state, train_it.get_state(), force=step == t.steps)
-      if stop["signal"] is not None:
-        ckpt.save(step, state, train_it.get_state(), force=True)
-        log.info("received signal %s: checkpoint at step %d saved, exiting", stop["signal"], step)
+      preempted = stop["signal"] is not None or _preemption_point(step)
+      ckpt.save(step, state, train_it.get_state(), force=step == t.steps or preempted)
+      if preempted:
+        ckpt.wait()
+        log.warning("preempted (%s): checkpoint at step %d saved, exiting",
+                    f"signal {stop['signal']}" if stop["signal"] else "JAX preemption notice", step)
         break
     if pending is not None:
       _report(pending, bar, writer)
+    if prev is not None:
+      check_finite(*prev)
   finally:
-    ckpt.close()
-    writer.close()
-    bar.close()
+    try:
+      ckpt.close()
+    finally:
+      writer.close()
+      bar.close()
   if lead and last_eval:
     log.info("done: step %d, %s", step, json.dumps({k: round(v, 4) for k, v in last_eval.items()}))
   return 0
+
+
+def _preemption_point(step: int) -> bool:
+  """Multi-process: True on every process at the same step once any of them got SIGTERM."""
+  if jax.process_count() == 1:
+    return False
+  from jax.experimental import multihost_utils
+  return multihost_utils.reached_preemption_sync_point(step)
 
 
 def val_batches(cfg, tok, n: int) -> list[dict]:
@@ -348,6 +441,12 @@ def cli(argv=None) -> int:
   except ConfigError as e:  # user errors: one clear line, no traceback
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except CheckpointError as e:  # the environment (disk, permissions, corruption), not the code
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except Stopped as e:
+    print(f"stopped: {e}", file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":
