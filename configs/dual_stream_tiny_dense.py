@@ -3,7 +3,9 @@
     python train.py --config configs/dual_stream_tiny_dense.py --workdir runs/ds_tiny_dense
     python eval.py --workdir runs/ds_tiny_dense --logit-scale 1 2 4 8 16 --sample "def "
 
-Should show: TODO
+Should show: the loss falling from ~5.5 (ln 256) to ~1.8 (train) and an eval loss of ~1.61 nats/byte
+after 500 steps (about 6 CPU-minutes: ~10 min wall on 2 idle cores, 50 min on the shared box at load
+16); the amplification table rising to ~+18% at 16; samples at 16 keep Python's layout, words degrade.
 Spec tier A shape (4 layers, 4 heads, width 128, FFN 512, RoPE, CLN, tied, no biases) on the CPython
 standard library. Variants: dual_stream_tiny_kronecker.py, dual_stream_tiny_independent.py; the
 frozen-token-stream variant is `model.frozen_tokens=true`; the spec's "fully independent" model adds

@@ -15,6 +15,7 @@ import eval as eval_py
 import modelzoo
 import train
 from configs import base
+from layers import sharding
 from layers.head_mix import HeadMix
 from modelzoo.dual_stream import check_config, interpret
 from modelzoo.generate import generate
@@ -59,6 +60,23 @@ def test_formula_covers_the_other_variants():
              dict(cln=False, norm_bias=False, frozen_tokens=True, mix_o="independent")):
     c = dataclasses.replace(tiny, **kw)
     assert count(c) == n_params_formula(c), kw
+
+
+def test_every_param_has_logical_names_that_shard():
+  # vocab padded to a multiple of 64: 50257 cannot be split (a property of the spine's Embed)
+  cfg = dataclasses.replace(base.load("configs/dual_stream_29m_kronecker.py").model, vocab_size=50304)
+  for c in (cfg, dataclasses.replace(cfg, mix_v="dense", mix_o="independent", mix_up="independent",
+                                     mix_down="independent")):
+    boxed = jax.eval_shape(lambda: modelzoo.build(c).init(jax.random.PRNGKey(0),
+                                                         jnp.zeros((1, 8), jnp.int32)))["params"]
+    allowed = {"vocab", "embed", "heads", "kv_heads", "kv", "mlp", "layers", "norm", None}
+    for leaf in jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)):
+      assert isinstance(leaf, nn.LogicallyPartitioned), leaf
+      assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= allowed, leaf.names
+    mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
+    for s, leaf in zip(jax.tree.leaves(sharding.shardings(boxed, mesh)),
+                       jax.tree.leaves(nn.unbox(boxed))):   # no mesh axis used twice; dims divide
+      assert s.shard_shape(leaf.shape), (s, leaf.shape)
 
 
 @pytest.mark.parametrize("kind", ["dense", "kronecker", "independent"])
