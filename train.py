@@ -213,7 +213,7 @@ def parse_args(argv):
                  help="validate config, data, tokenizer, mesh and checkpoints; exit before compiling")
   p.add_argument("overrides", nargs="*", help="key.path=value")
   distributed.add_args(p)
-  return p.parse_args(argv)
+  return p.parse_intermixed_args(argv)     # flags may come after key=value overrides
 
 
 # The chunked recurrent kernels pad T up to a multiple of their chunk (the padded tokens leave the
@@ -241,8 +241,8 @@ def prepare_workdir(workdir: Path, cfg: base.Config, lead: bool):
     raise ConfigError(f"--workdir {workdir} cannot be created: {e.strerror or e}") from None
   if not workdir.is_dir():
     raise ConfigError(f"--workdir {workdir} is not a directory")
-  check_workdir(workdir, cfg)
-  if lead:
+  if lead:                # the workdir is shared: one process checks it and writes the config
+    check_workdir(workdir, cfg)
     try:
       (workdir / "config.json").write_text(base.to_json(cfg))
     except OSError as e:

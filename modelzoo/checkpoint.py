@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the train state, the data iterator state and a checksum, in one step directory.
+"""Orbax checkpoints of the train state, the data iterator state and checksums, in one step directory.
 
 Saves are asynchronous (training continues while files are written) and atomic (orbax writes to
 `<step>.orbax-checkpoint-tmp-*` and renames it), so a crash mid-save leaves the previous checkpoint
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 
 from configs.base import ConfigError
+from modelzoo import distributed
 
 log = logging.getLogger("seqzoo")
 
@@ -61,6 +61,11 @@ class Checkpointer:
     try:
       self.mngr.wait_until_finished()     # the previous save's errors surface here, not silently
       self._writing = step
+      # An unwritable directory fails here, cleanly: inside orbax it leaves writer threads waiting
+      # minutes for a directory that never comes.
+      probe = self.dir / f".probe-{jax.process_index()}"
+      probe.write_bytes(b"")
+      probe.unlink()
       return self.mngr.save(step, force=True, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state or {}),
           checksum=ocp.args.JsonSave(sums)))
@@ -90,7 +95,7 @@ class Checkpointer:
       if meta is None:
         continue
       want, have = _shapes(abstract_state), _shapes(meta)
-      for k in sorted(set(want) | set(have)):
+      for k in sorted(set(want) | set(have), key=lambda k: (not k.startswith("params"), k)):
         if want.get(k) != have.get(k):
           raise ConfigError(
               f"checkpoint {self.dir / str(s)} was written for another model: {k} is "
@@ -118,8 +123,8 @@ class Checkpointer:
           raise ValueError(f"checksum mismatch in {len(bad)} arrays, e.g. {bad[0]}")
         error = None
       except Exception as e:  # noqa: BLE001 — any failure to read means: try the previous one
-        error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
-      if not _any_process(error is not None):
+        error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+      if not distributed.any_process(error is not None):
         return s, out["state"], dict(out["data"] or {})
       if step is not None:
         raise CheckpointError(f"checkpoint {self.dir / str(s)} could not be restored ({error})")
@@ -135,9 +140,13 @@ class Checkpointer:
     """Moves a bad step directory out of orbax's sight (kept for inspection, never deleted)."""
     dest = self.dir.parent / "checkpoints_corrupt" / f"{s}-{time.strftime('%Y%m%d-%H%M%S')}"
     if jax.process_index() == 0:
-      dest.parent.mkdir(exist_ok=True)
-      (self.dir / str(s)).rename(dest)
-    _barrier(f"quarantine-{s}")
+      try:
+        dest.parent.mkdir(exist_ok=True)
+        (self.dir / str(s)).rename(dest)
+      except OSError as e:     # e.g. eval.py on a read-only copy: skip it, leave it in place
+        log.warning("WARNING: could not move %s aside (%s)", self.dir / str(s), e)
+        dest = self.dir / str(s)
+    distributed.barrier(f"quarantine-{s}")
     self.mngr.reload()
     return dest
 
@@ -174,7 +183,8 @@ def _quiet_abandoned_writes():
 
 def abstract_like(tree, shardings):
   """ShapeDtypeStructs carrying the target shardings: what a restore should produce."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                      shardings)
 
 
 @jax.jit
@@ -185,7 +195,8 @@ def _checksums(tree):
   reduction order; the index hash makes moved or swapped elements count, not only changed ones.
   """
   def one(x):
-    u = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize])
+    uint = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+    u = jax.lax.bitcast_convert_type(x, uint)
     i = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
     return jnp.sum((u.astype(jnp.uint32) + 1) * (i * jnp.uint32(0x9E3779B1) | 1), dtype=jnp.uint32)
   return jax.tree.map(one, tree)
@@ -206,16 +217,3 @@ def _shapes(tree) -> dict[str, tuple]:
 
 def _shape(s) -> str:
   return "absent" if s is None else f"shape {list(s)}"
-
-
-def _any_process(flag: bool) -> bool:
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils
-  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
-
-
-def _barrier(name: str):
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)

@@ -3,9 +3,9 @@
 Run the same command on every host; `initialize` makes the one `jax.distributed.initialize` call,
 before anything else touches JAX's backends. How the processes find each other:
 
-    TPU pod slice  automatic: JAX reads the TPU VM's metadata          (detected: libtpu found chips)
-    SLURM          automatic from SLURM_* (launch with srun)           (detected: SLURM_NTASKS > 1)
-    Open MPI       automatic from OMPI_* (launch with mpirun)          (detected: OMPI_COMM_WORLD_SIZE > 1)
+    TPU pod slice  JAX reads the TPU VM's metadata   (detected: libtpu found TPU chips)
+    SLURM          JAX reads SLURM_* (srun)          (detected: SLURM_NTASKS > 1)
+    Open MPI       JAX reads OMPI_* (mpirun)         (detected: OMPI_COMM_WORLD_SIZE > 1)
     explicit       --coordinator host:port --num-processes N --process-id i
     one process    none of the above: nothing is initialised
 
@@ -110,8 +110,14 @@ def check_batch_layout(b_sh, global_shape: tuple) -> None:
 
 
 def any_process(flag: bool) -> bool:
-  """True on every process if `flag` is True on any (a tiny all-gather; identity for one process)."""
+  """True on every process if `flag` is True on any (a tiny all-gather; identity on one process)."""
   if jax.process_count() == 1:
     return flag
   from jax.experimental import multihost_utils
   return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+
+
+def barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

@@ -114,11 +114,14 @@ def test_sigterm_to_one_process_stops_all_at_the_same_saved_step(tmp_path, corpu
 # ---------------------------------------------------------------------------------------------
 # Mesh equivalence for a recurrent-mixer model (the decoder's is in test_train.py).
 
-def mamba2_losses(sizes, devices=None, steps=3):
-  cfg = base.apply_overrides(base.load("configs/mamba2_tiny.py"), [
-      "model.d_model=32", "model.n_layers=2", "model.d_state=16", "model.ssm_head_dim=16",
-      "model.ssm_chunk=16", "model.max_len=32", "data.seq_len=32", "train.batch_size=8",
-      "train.warmup_steps=2", "train.grad_accum=2"])
+MAMBA2 = ["model.d_model=32", "model.n_layers=2", "model.d_state=16", "model.ssm_head_dim=16",
+          "model.ssm_chunk=16", "model.max_len=32", "data.seq_len=32", "train.batch_size=8",
+          "train.warmup_steps=2", "train.grad_accum=2"]
+DECODER = TINY[:8] + ["train.grad_accum=2", "train.z_loss=1e-4", "model.n_kv_heads=2"]
+
+
+def mesh_losses(config, overrides, sizes, devices=None, steps=3):
+  cfg = base.apply_overrides(base.load(config), overrides)
   modelzoo.check(cfg.model)
   mesh = sharding.make_mesh(sizes, devices)
   model, (tx, schedule) = modelzoo.build(cfg.model), train.make_optimizer(cfg.train)
@@ -138,16 +141,26 @@ def mamba2_losses(sizes, devices=None, steps=3):
   return out, jax.device_get(state.params)
 
 
-@pytest.mark.slow
-def test_mamba2_same_losses_and_params_on_every_mesh():
-  ref_l, ref_p = mamba2_losses(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-  for sizes in (dict(data=8, fsdp=1, tensor=1), dict(data=2, fsdp=4, tensor=1),
-                dict(data=2, fsdp=2, tensor=2)):
-    l, p = mamba2_losses(sizes)
+def assert_same_on_meshes(config, overrides, meshes):
+  ref_l, ref_p = mesh_losses(config, overrides, dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+  for sizes in meshes:
+    l, p = mesh_losses(config, overrides, sizes)
     np.testing.assert_allclose(l, ref_l, atol=1e-5, err_msg=str(sizes))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, err_msg=str(sizes)),
                  p, ref_p)
   assert ref_l[-1] != ref_l[0]
+
+
+def test_decoder_pure_fsdp_mesh_equals_one_device():
+  """fsdp=8 (test_train.py has data=8, 2x4x1 and 2x2x2)."""
+  assert_same_on_meshes("configs/quickstart.py", DECODER, [dict(data=1, fsdp=8, tensor=1)])
+
+
+@pytest.mark.slow
+def test_mamba2_same_losses_and_params_on_every_mesh():
+  assert_same_on_meshes("configs/mamba2_tiny.py", MAMBA2, [
+      dict(data=8, fsdp=1, tensor=1), dict(data=1, fsdp=8, tensor=1), dict(data=2, fsdp=4, tensor=1),
+      dict(data=2, fsdp=2, tensor=2)])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -171,7 +171,8 @@ def test_non_finite_updates_are_skipped_counted_and_too_many_stop_with_state_sav
   poison = {3: np.nan, 4: np.inf, **{s: np.nan for s in range(7, 12)}}
   build = data_lib.build_dataset
   monkeypatch.setattr(data_lib, "build_dataset", lambda cfg, tok, split, **kw: (
-      Poisoned(build(cfg, tok, split, **kw), poison) if split == "train" else build(cfg, tok, split, **kw)))
+      Poisoned(build(cfg, tok, split, **kw), poison) if split == "train"
+      else build(cfg, tok, split, **kw)))
   wd = tmp_path / "run"
   assert train.cli(args(wd, corpus, "train.steps=20", "ckpt.every=2", "train.max_bad_steps=3")) == 3
   err = capsys.readouterr().err
