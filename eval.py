@@ -25,7 +25,7 @@ from configs.base import ConfigError
 from layers import sharding
 from modelzoo import data as data_lib
 from modelzoo import tokenize
-from modelzoo.checkpoint import Checkpointer
+from modelzoo.checkpoint import Checkpointer, CheckpointError
 from modelzoo.generate import generate
 
 
@@ -117,3 +117,6 @@ if __name__ == "__main__":
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except CheckpointError as e:  # unreadable checkpoints: the environment, not the code
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
