@@ -268,7 +268,7 @@ def main(argv=None) -> int:
   t = cfg.train
 
   # --- Data: each process reads its own shard of every global batch.
-  tok = tokenize.build_tokenizer(cfg.data, workdir)
+  tok = tokenize.build_tokenizer(cfg.data, workdir if lead else None)   # one writer per shared file
   if tok.vocab_size > cfg.model.vocab_size:
     raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
                       f"{tok.name} tokenizer's vocabulary ({tok.vocab_size})")

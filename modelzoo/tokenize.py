@@ -8,6 +8,7 @@ exactly the tokenizer a run trained with from its workdir. byte/char files are a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ class Tokenizer:
   def save(self, directory) -> Path:
     path = Path(directory) / FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")   # write-then-rename: a crash never leaves half a file
+    # Write-then-rename: a crash never leaves half a file; the pid keeps concurrent writers apart.
+    tmp = path.with_name(f"{FILENAME}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
     tmp.replace(path)
     return path
