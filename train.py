@@ -253,6 +253,7 @@ def main(argv=None) -> int:
   setup_logging()
   args = parse_args(argv)
   cfg = base.load(args.config, args.overrides)      # pure Python: before any JAX backend starts
+  unapplied = distributed.configure_cpu(cfg.mesh.cpu_devices)   # before the backend starts
   started = distributed.initialize(args)              # before anything asks JAX for devices
   lead = jax.process_index() == 0
   if not lead:
@@ -265,6 +266,8 @@ def main(argv=None) -> int:
   log.info("%s; %d devices (%d local)", started, jax.device_count(), jax.local_device_count())
   for note in notes(cfg):
     log.info("%s", note)
+  if unapplied and jax.default_backend() == "cpu":
+    log.info("JAX had already started: not applied: %s", " ".join(unapplied))
   t = cfg.train
 
   # --- Data: each process reads its own shard of every global batch.

@@ -4,6 +4,7 @@
         [--nanogpt /path/to/nanoGPT --torch-python /path/to/python-with-torch] [--rounds 3 --steps 100]
         [--variant model.scan_layers=false ...]
 
+The config's CPU set-up applies (mesh.cpu_devices JAX devices, XLA:CPU flags), as in train.py.
 Each round times every seqzoo variant for --steps steps (the real loop: host batch → sharded array →
 compiled step, throughput over the whole window) and, with --nanogpt, runs nanoGPT's CPU "baby"
 command for --steps iterations (its own per-iteration times, median). Rounds interleave the contenders,
@@ -32,6 +33,7 @@ import train  # noqa: E402
 from configs import base  # noqa: E402
 from layers import sharding  # noqa: E402
 from modelzoo import data as data_lib  # noqa: E402
+from modelzoo import distributed  # noqa: E402
 from modelzoo import metrics as metrics_lib  # noqa: E402
 from modelzoo import tokenize  # noqa: E402
 
@@ -44,16 +46,14 @@ NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=F
 class Ours:
   """One compiled seqzoo train step and its data iterator."""
 
-  def __init__(self, data_path: str, overrides: list[str]):
-    cfg = base.load(str(ROOT / "configs/shakespeare_char.py"),
-                    [f"data.path={data_path}", "mesh.data=1", *overrides])
-    base.validate(cfg, 1)
+  def __init__(self, cfg, overrides: list[str]):
+    base.validate(cfg, jax.device_count())
     self.cfg, self.name = cfg, " ".join(overrides) or "default"
     tok = tokenize.build_tokenizer(cfg.data, None)
     self.it = data_lib.build_dataset(cfg.data, tok, "train", batch_size=cfg.train.batch_size, seed=0)
     model = modelzoo.build(cfg.model)
     tx, schedule = train.make_optimizer(cfg.train)
-    mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, 1), jax.devices()[:1])
+    mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, jax.device_count()))
     make, rng, abstract, state_sh = train.init_state(model, tx, cfg, mesh)
     self.b_sh = train.batch_sharding(mesh)
     spec = {k: jax.ShapeDtypeStruct((cfg.train.batch_size, cfg.data.seq_len), d, sharding=self.b_sh)
@@ -100,7 +100,14 @@ def main():
   p.add_argument("--variant", action="append", default=None,
                  help="space-separated overrides; repeat for several (default: the config as is)")
   args = p.parse_args()
-  variants = [Ours(args.data, v.split()) for v in (args.variant or [""])]
+  overrides = [v.split() for v in (args.variant or [""])]
+  cfgs = [base.load(str(ROOT / "configs/shakespeare_char.py"), [f"data.path={args.data}", *o])
+          for o in overrides]
+  cpu_devices = {c.mesh.cpu_devices for c in cfgs}
+  if len(cpu_devices) > 1:   # one JAX backend per process
+    sys.exit(f"variants differ in mesh.cpu_devices ({sorted(cpu_devices)}): run them separately")
+  distributed.configure_cpu(cpu_devices.pop())      # as train.py does, before JAX starts
+  variants = [Ours(c, o) for c, o in zip(cfgs, overrides)]
   times = {v.name: [] for v in variants}
   if args.nanogpt:
     times["nanoGPT (PyTorch)"] = []

@@ -124,6 +124,8 @@ class MeshConfig:
   data: int = -1                   # -1: all devices not used by the other axes
   fsdp: int = 1
   tensor: int = 1
+  cpu_devices: int = 1             # CPU hosts: JAX devices to split the CPU into (data parallel
+                                   # over cores; faster for small models); ignored on GPU/TPU
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,7 @@ def validate(cfg: Config, n_devices: int) -> None:
   positive = ["model.vocab_size", "model.d_model", "model.n_layers", "model.n_heads", "model.d_ff",
               "model.max_len", "data.seq_len", "train.steps", "train.batch_size", "train.grad_accum",
               "train.lr", "train.log_every", "train.eval_every", "train.eval_steps", "ckpt.every",
-              "ckpt.keep"]
+              "ckpt.keep", "mesh.cpu_devices"]
   for key in positive:
     if not flat[key] > 0:
       raise ConfigError(f"{key}={flat[key]} must be > 0")

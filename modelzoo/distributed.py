@@ -24,6 +24,34 @@ from configs.base import ConfigError
 _SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 
 
+# XLA:CPU settings (the same on every machine, so a CPU run's numbers are reproducible). YNNPACK may
+# take over dots only, not the elementwise ops around them: with its elementwise fusions the
+# shakespeare_char step ran ~1.2x slower on our 2-core machines (docs/shakespeare_char.md).
+CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+
+
+def configure_cpu(cpu_devices: int) -> list[str]:
+  """Before any backend starts: XLA:CPU flags, and `cpu_devices` JAX devices on the CPU platform.
+
+  Several CPU devices make data parallelism over the cores: XLA:CPU splits the small ops of a small
+  model poorly over threads, while one device per core keeps every core busy. Settings already in
+  XLA_FLAGS win. Returns what could not be applied (JAX had started; e.g. tests, notebooks).
+  """
+  from jax._src import xla_bridge
+  if cpu_devices < 1:
+    raise ConfigError(f"mesh.cpu_devices={cpu_devices} must be > 0")
+  flags = os.environ.get("XLA_FLAGS", "")
+  add = [f"--{k}={v}" for k, v in CPU_XLA_FLAGS.items() if f"--{k}=" not in flags]
+  devices = cpu_devices > 1 and "xla_force_host_platform_device_count" not in flags
+  if xla_bridge.backends_are_initialized():
+    return add + ([f"mesh.cpu_devices={cpu_devices}"] if devices else [])
+  if add:
+    os.environ["XLA_FLAGS"] = " ".join([flags, *add]).strip()
+  if devices:
+    jax.config.update("jax_num_cpu_devices", cpu_devices)
+  return []
+
+
 def add_args(parser) -> None:
   g = parser.add_argument_group("multi-process (jax.distributed; see docs/multihost.md)")
   g.add_argument("--coordinator", default=None, help="host:port of process 0 (explicit launch)")

@@ -48,8 +48,9 @@ def device_peak_flops(device=None) -> tuple[float, str]:
   for key, peak in PEAK_FLOPS:
     if key in kind:
       return peak, f"{kind} (table, bf16 dense)"
-  if device.platform == "cpu":
-    return cpu_matmul_peak(), "cpu (measured f32 matmul peak)"
+  if device.platform == "cpu":      # the host's cores are shared by its CPU devices
+    n = jax.local_device_count()
+    return cpu_matmul_peak() / n, f"cpu (measured f32 matmul peak of the host / {n} devices)"
   return float("nan"), f"{kind} (unknown peak: MFU not reported)"
 
 
