@@ -3,6 +3,7 @@ import glob
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from configs import base
@@ -52,6 +53,7 @@ def test_bad_overrides_name_the_key(override, words):
     (["train.warmup_steps=5000", "train.steps=100"], 1, ["train.warmup_steps=5000"]),
     (["mesh.tensor=8", "mesh.data=1", "model.n_heads=4", "model.d_model=256"], 8, ["mesh.tensor=8"]),
     (["data.val_fraction=1.5"], 1, ["data.val_fraction=1.5"]),
+    (["mesh.cpu_devices=0"], 1, ["mesh.cpu_devices=0"]),
 ])
 def test_impossible_combinations(overrides, n_devices, words):
   cfg = apply_overrides(Config(), overrides)
@@ -59,6 +61,16 @@ def test_impossible_combinations(overrides, n_devices, words):
     validate(cfg, n_devices)
   for w in words:
     assert w in str(e.value), (w, str(e.value))
+
+
+def test_cpu_set_up_after_jax_started_reports_instead_of_changing_devices():
+  from modelzoo import distributed
+  with pytest.raises(ConfigError, match="mesh.cpu_devices=0"):
+    distributed.configure_cpu(0)
+  n = len(jax.devices())                      # the backend is running (conftest: 8 CPU devices)
+  unapplied = distributed.configure_cpu(2)
+  assert len(jax.devices()) == n
+  assert unapplied == [f"--{k}={v}" for k, v in distributed.CPU_XLA_FLAGS.items()]  # XLA_FLAGS lacks them
 
 
 def test_mesh_minus_one_takes_the_rest():
