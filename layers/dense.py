@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -27,7 +29,12 @@ class Dense(nn.Module):
     assert len(self.names) == len(shape), (self.names, shape)
     w = self.param("kernel", param(nn.initializers.normal(self.init_std), self.names), shape,
                    self.param_dtype)
-    y = jnp.tensordot(x.astype(self.dtype), w.astype(self.dtype), axes=self.n_in)
+    # One 2-D matmul, not an N-D tensordot: for the N-D form XLA:CPU's backward picks transposed
+    # operand layouts that its fast dot library rejects (docs/shakespeare_char.md); reshapes that
+    # merge leading axes keep their sharding.
+    lead, n_in = x.shape[:x.ndim - self.n_in], math.prod(shape[:self.n_in])
+    y = (x.astype(self.dtype).reshape(-1, n_in) @ w.astype(self.dtype).reshape(n_in, -1))
+    y = y.reshape(lead + tuple(self.out_shape))
     if self.use_bias:
       b = self.param("bias", param(nn.initializers.zeros, self.names[self.n_in:]),
                      tuple(self.out_shape), self.param_dtype)
