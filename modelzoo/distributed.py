@@ -14,6 +14,7 @@ On CPU the cross-process collectives are gloo (jax_cpu_collectives_implementatio
 """
 from __future__ import annotations
 
+import ctypes
 import os
 
 import jax
@@ -35,11 +36,13 @@ def configure_cpu(cpu_devices: int) -> list[str]:
 
   Several CPU devices make data parallelism over the cores: XLA:CPU splits the small ops of a small
   model poorly over threads, while one device per core keeps every core busy. Settings already in
-  XLA_FLAGS win. Returns what could not be applied (JAX had started; e.g. tests, notebooks).
+  XLA_FLAGS win. Also keeps freed memory in the process (`keep_freed_memory`). Returns what could
+  not be applied (JAX had started; e.g. tests, notebooks).
   """
   from jax._src import xla_bridge
   if cpu_devices < 1:
     raise ConfigError(f"mesh.cpu_devices={cpu_devices} must be > 0")
+  keep_freed_memory()
   flags = os.environ.get("XLA_FLAGS", "")
   add = [f"--{k}={v}" for k, v in CPU_XLA_FLAGS.items() if f"--{k}=" not in flags]
   devices = cpu_devices > 1 and "xla_force_host_platform_device_count" not in flags
@@ -50,6 +53,24 @@ def configure_cpu(cpu_devices: int) -> list[str]:
   if devices:
     jax.config.update("jax_num_cpu_devices", cpu_devices)
   return []
+
+
+def keep_freed_memory() -> bool:
+  """Stop glibc from handing XLA:CPU's large per-step buffers back to the OS when freed.
+
+  By default blocks over 32 MiB are mmap'd and unmapped on free, and the heap top is trimmed, so
+  every step faults its buffers in again: ~12k page faults and ~30 ms of kernel time per
+  shakespeare_char step on one CPU device (docs/shakespeare_char.md). Peak memory is unchanged.
+  Returns False where libc is not glibc.
+  """
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+  except OSError:
+    return False
+  M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+  mmap_ok = libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)    # 1 GiB; both return 1 on success
+  trim_ok = libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+  return bool(mmap_ok and trim_ok)
 
 
 def add_args(parser) -> None:
