@@ -58,19 +58,21 @@ def configure_cpu(cpu_devices: int) -> list[str]:
 def keep_freed_memory() -> bool:
   """Stop glibc from handing XLA:CPU's large per-step buffers back to the OS when freed.
 
-  By default blocks over 32 MiB are mmap'd and unmapped on free, and the heap top is trimmed, so
-  every step faults its buffers in again: ~12k page faults and ~30 ms of kernel time per
-  shakespeare_char step on one CPU device (docs/shakespeare_char.md). Peak memory is unchanged.
-  Returns False where libc is not glibc.
+  By default blocks over 32 MiB are mmap'd and unmapped on free, the heap top is trimmed, and
+  worker threads get their own arenas (64 MiB heaps that also unmap), so every step faults its
+  buffers in again: 12k-47k page faults per step, a quarter of the quickstart run's time in the
+  kernel (docs/shakespeare_char.md). One arena that keeps its pages; peak memory is unchanged.
+  Returns False where libc is not glibc. Call before JAX starts its threads.
   """
   try:
     libc = ctypes.CDLL("libc.so.6")
   except OSError:
     return False
-  M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-  mmap_ok = libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)    # 1 GiB; both return 1 on success
-  trim_ok = libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
-  return bool(mmap_ok and trim_ok)
+  M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+  ok = [libc.mallopt(M_MMAP_THRESHOLD, 1 << 30),        # 1 GiB; each returns 1 on success
+        libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1),
+        libc.mallopt(M_ARENA_MAX, 1)]
+  return all(ok)
 
 
 def add_args(parser) -> None:
