@@ -25,10 +25,11 @@ from configs.base import ConfigError
 _SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 
 
-# XLA:CPU settings (the same on every machine, so a CPU run's numbers are reproducible). YNNPACK may
-# take over dots only, not the elementwise ops around them: with its elementwise fusions the
-# shakespeare_char step ran ~1.2x slower on our 2-core machines (docs/shakespeare_char.md).
-CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+# XLA:CPU settings (the same on every machine, so a CPU run's numbers are reproducible). YNNPACK runs
+# the dots it supports, each on its own: with its elementwise fusions the shakespeare_char step ran
+# ~1.2x slower on our 2-core machines, and dot fusions that pull in the neighbouring softmax and
+# residual ops ~1.05-1.1x slower than single dots (docs/shakespeare_char.md).
+CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
 def configure_cpu(cpu_devices: int) -> list[str]:
