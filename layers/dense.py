@@ -32,8 +32,8 @@ class Dense(nn.Module):
     # One 2-D matmul, not an N-D tensordot: for the N-D form XLA:CPU's backward picks transposed
     # operand layouts that its fast dot library rejects (docs/shakespeare_char.md); reshapes that
     # merge leading axes keep their sharding.
-    lead, n_in = x.shape[:x.ndim - self.n_in], math.prod(shape[:self.n_in])
-    y = (x.astype(self.dtype).reshape(-1, n_in) @ w.astype(self.dtype).reshape(n_in, -1))
+    lead, fan_in = x.shape[:x.ndim - self.n_in], math.prod(shape[:self.n_in])
+    y = x.astype(self.dtype).reshape(-1, fan_in) @ w.astype(self.dtype).reshape(fan_in, -1)
     y = y.reshape(lead + tuple(self.out_shape))
     if self.use_bias:
       b = self.param("bias", param(nn.initializers.zeros, self.names[self.n_in:]),

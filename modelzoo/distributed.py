@@ -63,6 +63,7 @@ def keep_freed_memory() -> bool:
   worker threads get their own arenas (64 MiB heaps that also unmap), so every step faults its
   buffers in again: 12k-47k page faults per step, a quarter of the quickstart run's time in the
   kernel (docs/shakespeare_char.md). One arena that keeps its pages; peak memory is unchanged.
+  Applies to the whole process, whatever the platform (train.py calls it via configure_cpu).
   Returns False where libc is not glibc. Call before JAX starts its threads.
   """
   try:
