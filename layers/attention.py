@@ -37,10 +37,12 @@ class Attention(nn.Module):
   decode: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  matmul_dtype: jnp.dtype | None = None   # of the projections' operands (layers.dense)
 
   def proj(self, x, heads, axis_names, name):
     return Dense((heads, self.d_head), ("embed",) + axis_names, use_bias=self.use_bias,
-                 init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
+                 init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype,
+                 matmul_dtype=self.matmul_dtype, name=name)(x)
 
   @nn.compact
   def __call__(self, x_BTD, positions_BT, segment_ids_BT=None, logit_scale=1.0):
@@ -71,7 +73,7 @@ class Attention(nn.Module):
     o_BTHD = constrain(o_BTHD, ("batch", "length", "act_heads", None))
     return Dense((x_BTD.shape[-1],), ("heads", "kv", "embed"), n_in=2, use_bias=self.use_bias,
                  init_std=self.out_std, dtype=self.dtype, param_dtype=self.param_dtype,
-                 name="out")(o_BTHD)
+                 matmul_dtype=self.matmul_dtype, name="out")(o_BTHD)
 
   def _decode(self, q_BTHD, k_BTKD, v_BTKD, positions_BT, logit_scale):
     """Writes k, v at the cache index; attends to every filled slot at or before each query."""

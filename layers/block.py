@@ -27,6 +27,12 @@ def dtypes(cfg):
   return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
 
 
+def matmul_dtypes(cfg):
+  """dtypes() and model.matmul_dtype, for the modules that honour it (attention, MLP, embedding
+  and head of the decoder family; configs.base.validate rejects it for the other models)."""
+  return dict(dtypes(cfg), matmul_dtype=jnp.dtype(cfg.matmul_dtype or cfg.dtype))
+
+
 def out_std(cfg):
   """GPT-2's scaled init for projections that write to the residual stream."""
   return cfg.init_std / math.sqrt(2 * cfg.n_layers)
@@ -39,7 +45,7 @@ def attention_for(cfg, decode: bool, name: str = "attn", window: int | None = No
       kind=cfg.attention, sigmoid_bias=-math.log(cfg.max_len), pos=cfg.pos,
       rope_theta=cfg.rope_theta, use_bias=cfg.use_bias, impl=cfg.attn_impl,
       qk_norm=cfg.norm if cfg.qk_norm else "none", qk_norm_eps=cfg.norm_eps, window=window,
-      init_std=cfg.init_std, out_std=out_std(cfg), decode=decode, name=name, **dtypes(cfg))
+      init_std=cfg.init_std, out_std=out_std(cfg), decode=decode, name=name, **matmul_dtypes(cfg))
 
 
 def norm_for(cfg, name: str, groups: int = 1) -> Norm:
@@ -68,7 +74,7 @@ class Block(nn.Module):
     cfg = self.cfg
     attn = attention_for(cfg, self.decode)
     mlp = MLP(cfg.d_ff, kind=cfg.mlp, gelu_exact=cfg.gelu_exact, use_bias=cfg.use_bias,
-              init_std=cfg.init_std, out_std=out_std(cfg), name="mlp", **dtypes(cfg))
+              init_std=cfg.init_std, out_std=out_std(cfg), name="mlp", **matmul_dtypes(cfg))
     n1, n2 = norm_for(cfg, "norm1"), norm_for(cfg, "norm2")
     if (cfg.hybrid_norm or cfg.layer_scale) and cfg.norm_placement != "pre":
       raise ConfigError("model.hybrid_norm and model.layer_scale need model.norm_placement=pre")

@@ -6,12 +6,54 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from layers.sharding import param
+
+
+def _t(a_MN):
+  """a.T, materialised on CPU. XLA:CPU folds a plain transpose into the dot as a transposed
+  operand, which YNNPACK does not take: the dot then runs in Eigen, upcast to float32 (~4x slower
+  in bfloat16 here). A transpose through a unit axis is copied before the dot instead."""
+  if jax.default_backend() != "cpu":
+    return a_MN.T
+  M, N = a_MN.shape
+  return a_MN.reshape(M, N, 1).transpose(1, 2, 0).reshape(N, M)
+
+
+def mixed_matmul(x_MK, w_KN, dtype):
+  """x @ w with both operands rounded to `dtype` (e.g. bfloat16), accumulated in float32.
+
+  Returns float32. The gradients are float32-accumulated too and come back in the primal dtypes
+  (a float32 weight gets a float32 gradient, never rounded to bfloat16). XLA:CPU runs bfloat16
+  dots with a float32 result on the AMX/AVX512-BF16 units; with a bfloat16 result it upcasts them."""
+  return _mixed(x_MK, w_KN, jnp.dtype(dtype), x_MK.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _mixed(x_MK, w_KN, dtype, x_dtype):
+  return jnp.matmul(x_MK.astype(dtype), w_KN.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _mixed_fwd(x_MK, w_KN, dtype, x_dtype):
+  x_lo = x_MK.astype(dtype)  # saved for the backward in low precision: half the memory
+  return _mixed(x_lo, w_KN, dtype, x_dtype), (x_lo, w_KN)
+
+
+def _mixed_bwd(dtype, x_dtype, res, dy_MN):
+  x_lo, w_KN = res
+  dy_MN = dy_MN.astype(dtype)
+  dx_MK = jnp.matmul(dy_MN, _t(w_KN.astype(dtype)), preferred_element_type=jnp.float32)
+  dw_KN = jnp.matmul(_t(x_lo), dy_MN, preferred_element_type=jnp.float32)
+  return dx_MK.astype(x_dtype), dw_KN.astype(w_KN.dtype)
+
+
+_mixed.defvjp(_mixed_fwd, _mixed_bwd)
 
 
 class Dense(nn.Module):
@@ -20,8 +62,9 @@ class Dense(nn.Module):
   n_in: int = 1                 # how many trailing axes of x are contracted
   use_bias: bool = True
   init_std: float = 0.02
-  dtype: jnp.dtype = jnp.float32
+  dtype: jnp.dtype = jnp.float32            # of the output (and of x before the matmul)
   param_dtype: jnp.dtype = jnp.float32
+  matmul_dtype: jnp.dtype | None = None     # of the matmul's operands; None: dtype
 
   @nn.compact
   def __call__(self, x):
@@ -33,7 +76,12 @@ class Dense(nn.Module):
     # operand layouts that its fast dot library rejects (docs/shakespeare_char.md); reshapes that
     # merge leading axes keep their sharding.
     lead, fan_in = x.shape[:x.ndim - self.n_in], math.prod(shape[:self.n_in])
-    y = x.astype(self.dtype).reshape(-1, fan_in) @ w.astype(self.dtype).reshape(fan_in, -1)
+    x_MK, w_KN = x.astype(self.dtype).reshape(-1, fan_in), w.reshape(fan_in, -1)
+    mm = jnp.dtype(self.matmul_dtype or self.dtype)
+    if mm == jnp.float32:
+      y = (x_MK @ w_KN.astype(jnp.float32)).astype(self.dtype)
+    else:   # low-precision operands, float32 accumulation
+      y = mixed_matmul(x_MK, w_KN, mm).astype(self.dtype)
     y = y.reshape(lead + tuple(self.out_shape))
     if self.use_bias:
       b = self.param("bias", param(nn.initializers.zeros, self.names[self.n_in:]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from layers.dense import mixed_matmul
 from layers.sharding import param
 
 
@@ -13,6 +14,7 @@ class Embed(nn.Module):
   init_std: float = 0.02
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  matmul_dtype: jnp.dtype | None = None   # of the tied head's operands (layers.dense)
 
   def setup(self):
     self.table_VD = self.param("embedding", param(nn.initializers.normal(self.init_std),
@@ -24,7 +26,12 @@ class Embed(nn.Module):
 
   def attend(self, x_BTD):
     """Tied output head: logits against the embedding table."""
-    return jnp.einsum("btd,vd->btv", x_BTD, self.table_VD.astype(self.dtype))
+    mm = jnp.dtype(self.matmul_dtype or self.dtype)
+    if mm == jnp.float32:
+      return jnp.einsum("btd,vd->btv", x_BTD, self.table_VD.astype(self.dtype))
+    B, T, D = x_BTD.shape
+    logits_MV = mixed_matmul(x_BTD.reshape(B * T, D), self.table_VD.T, mm)
+    return logits_MV.reshape(B, T, -1).astype(self.dtype)
 
 
 class LearnedPositions(nn.Module):

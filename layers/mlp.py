@@ -18,11 +18,13 @@ class MLP(nn.Module):
   out_std: float = 0.02         # GPT-2 scales the residual-output init by 1/sqrt(2L)
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  matmul_dtype: jnp.dtype | None = None   # of the projections' operands (layers.dense)
 
   @nn.compact
   def __call__(self, x_BTD):
     D = x_BTD.shape[-1]
-    kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
+    kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+              matmul_dtype=self.matmul_dtype)
     if self.kind == "swiglu":
       # gate and up projections in one matmul; the (2, F) split keeps each tensor shard's gate and
       # up units together, so no communication is needed to pair them.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from layers.block import Block, dtypes, norm_for, stack
+from layers.block import Block, dtypes, matmul_dtypes, norm_for, stack
 from layers.embed import Embed, LearnedPositions
 from layers.dense import Dense
 from layers.sharding import constrain
@@ -19,7 +19,7 @@ class DecoderLM(nn.Module):
     cfg = self.cfg
     if positions_BT is None:
       positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
-    embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, name="embed", **dtypes(cfg))
+    embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, name="embed", **matmul_dtypes(cfg))
     x_BTD = embed(tokens_BT)
     if cfg.pos == "learned":
       x_BTD = x_BTD + LearnedPositions(cfg.max_len, cfg.d_model, cfg.init_std, name="pos",
@@ -32,5 +32,5 @@ class DecoderLM(nn.Module):
       logits_BTV = embed.attend(x_BTD)
     else:
       logits_BTV = Dense((cfg.vocab_size,), ("embed", "vocab"), use_bias=False,
-                         init_std=cfg.init_std, name="head", **dtypes(cfg))(x_BTD)
+                         init_std=cfg.init_std, name="head", **matmul_dtypes(cfg))(x_BTD)
     return constrain(logits_BTV, ("batch", "length", "act_vocab"))

@@ -1,4 +1,5 @@
-"""train_step details: gradient accumulation is exact, bf16 compute tracks fp32, the decay mask."""
+"""train_step details: gradient accumulation is exact, bf16 compute and bf16 matmuls track fp32,
+the decay mask."""
 import jax
 import numpy as np
 
@@ -42,6 +43,9 @@ def test_grad_accumulation_equals_one_big_batch_and_bf16_tracks_fp32():
   mb, pb = run(["model.dtype=bfloat16"])
   np.testing.assert_allclose([m["loss"] for m in mb], [m["loss"] for m in m1], rtol=2e-2)
   assert jax.tree.leaves(pb)[0].dtype == np.float32    # params stay fp32 (param_dtype)
+  mm, pm = run(["model.matmul_dtype=bfloat16"])        # bf16 matmul operands, fp32 activations
+  np.testing.assert_allclose([m["loss"] for m in mm], [m["loss"] for m in m1], rtol=1e-2)
+  assert not np.allclose(jax.tree.leaves(pm)[0], jax.tree.leaves(p1)[0], rtol=0, atol=1e-7)
   mz, _ = run(["train.z_loss=1.0"], steps=1)
   assert mz[0]["grad_norm"] != m1[0]["grad_norm"] and mz[0]["loss"] == m1[0]["loss"]
 
