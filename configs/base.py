@@ -51,8 +51,8 @@ class ModelConfig:
   remat: str = "none"              # none | full | dots (save matmul outputs only)
   param_dtype: str = "float32"
   dtype: str = "float32"           # compute dtype: float32 | bfloat16
-  # Operands of the decoder's matmuls (projections, MLP, head), accumulated in float32 whatever
-  # it is; "" = dtype. bfloat16 with float32 activations is TPU's default matmul precision, and
+  # Operands of the decoder's matmuls (projections, attention kernel, MLP, head), accumulated in
+  # float32 whatever it is; "" = dtype. bfloat16 with float32 activations is TPU's default matmul precision, and
   # on CPUs with AMX/AVX512-BF16 runs the dots ~3x faster than float32 (docs/shakespeare_char.md).
   matmul_dtype: str = ""
   # --- Dual-Stream Transformer (modelzoo/dual_stream.py) ---

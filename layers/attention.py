@@ -37,7 +37,7 @@ class Attention(nn.Module):
   decode: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
-  matmul_dtype: jnp.dtype | None = None   # of the projections' operands (layers.dense)
+  matmul_dtype: jnp.dtype | None = None   # of the projections' and the kernel's dot operands
 
   def proj(self, x, heads, axis_names, name):
     return Dense((heads, self.d_head), ("embed",) + axis_names, use_bias=self.use_bias,
@@ -61,6 +61,9 @@ class Attention(nn.Module):
       q_BTHD = rope(q_BTHD, positions_BT, self.rope_theta)
       k_BTKD = rope(k_BTKD, positions_BT, self.rope_theta)
     q_BTHD = constrain(q_BTHD, ("batch", "length", "act_heads", None))
+    if not self.decode:   # the kernels' dots take their inputs' dtype (float32 accumulation)
+      mm = jnp.dtype(self.matmul_dtype or self.dtype)
+      q_BTHD, k_BTKD, v_BTKD = (a.astype(mm) for a in (q_BTHD, k_BTKD, v_BTKD))
     if self.decode:
       o_BTHD = self._decode(q_BTHD, k_BTKD, v_BTKD, positions_BT, logit_scale)
     elif self.kind == "sigmoid":
@@ -70,7 +73,7 @@ class Attention(nn.Module):
     else:
       o_BTHD = kernels.attention(q_BTHD, k_BTKD, v_BTKD, causal=True, segment_ids=segment_ids_BT,
                                  window=self.window, logit_scale=logit_scale, impl=self.impl)
-    o_BTHD = constrain(o_BTHD, ("batch", "length", "act_heads", None))
+    o_BTHD = constrain(o_BTHD.astype(self.dtype), ("batch", "length", "act_heads", None))
     return Dense((x_BTD.shape[-1],), ("heads", "kv", "embed"), n_in=2, use_bias=self.use_bias,
                  init_std=self.out_std, dtype=self.dtype, param_dtype=self.param_dtype,
                  matmul_dtype=self.matmul_dtype, name="out")(o_BTHD)

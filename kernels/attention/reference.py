@@ -66,16 +66,24 @@ def naive(q_BTHD, k_BSKD, v_BSKD, spec: Spec, q_seg_BT=None, kv_seg_BS=None):
 
 def blockwise(q_BTHD, k_BSKD, v_BSKD, spec: Spec, q_seg_BT=None, kv_seg_BS=None, *,
               block_q=256, block_k=256):
-  """FlashAttention-2 in jnp (see module doc). Pads T/S to the blocks; padded keys are masked."""
-  dt = acc_dtype(q_BTHD.dtype)
+  """FlashAttention-2 in jnp (see module doc). Pads T/S to the blocks; padded keys are masked.
+
+  As in the kernels, the dots take their operands in the inputs' dtype (bfloat16 inputs: bfloat16
+  q, k, v, probabilities and gradients) and accumulate in float32, as do the softmax statistics."""
+  io = jnp.promote_types(q_BTHD.dtype, jnp.promote_types(k_BSKD.dtype, v_BSKD.dtype))
   K, T, S = k_BSKD.shape[2], q_BTHD.shape[1], k_BSKD.shape[1]
   bq, bk = min(block_q, T), min(block_k, S)
-  q = pad_to(to_groups(q_BTHD.astype(dt), K), 3, bq)
-  k, v = (pad_to(x.astype(dt).transpose(0, 2, 1, 3), 2, bk) for x in (k_BSKD, v_BSKD))
+  q = pad_to(to_groups(q_BTHD.astype(io), K), 3, bq)
+  k, v = (pad_to(x.astype(io).transpose(0, 2, 1, 3), 2, bk) for x in (k_BSKD, v_BSKD))
   if q_seg_BT is not None:
     q_seg_BT, kv_seg_BS = pad_to(q_seg_BT, 1, bq), pad_to(kv_seg_BS, 1, bk)
   o = _flash(spec, bq, bk, q, k, v, q_seg_BT, kv_seg_BS)
   return from_groups(o[:, :, :, :T]).astype(q_BTHD.dtype)
+
+
+def _dot(subscripts, a, b):
+  """einsum of operands cast to b's dtype, accumulated in (at least) float32."""
+  return jnp.einsum(subscripts, a.astype(b.dtype), b, preferred_element_type=acc_dtype(b.dtype))
 
 
 def _seg_tile(q_seg, kv_seg, q0, k0, bq, bk):
@@ -91,6 +99,7 @@ def _fwd_pass(spec, bq, bk, q, k, v, q_seg, kv_seg):
   B, K, G, Tp, D = q.shape
   nk = k.shape[2] // bk
   sl = jax.lax.dynamic_slice_in_dim
+  dt = acc_dtype(q.dtype)
 
   def one_q_block(qi):
     q0 = qi * bq
@@ -101,16 +110,16 @@ def _fwd_pass(spec, bq, bk, q, k, v, q_seg, kv_seg):
       m, l, acc = carry
       k0 = kj * bk
       k_blk, v_blk = sl(k, k0, bk, axis=2), sl(v, k0, bk, axis=2)
-      s, _ = tile_logits(spec, jnp.einsum("bkgtd,bksd->bkgts", q_blk, k_blk))
+      s, _ = tile_logits(spec, _dot("bkgtd,bksd->bkgts", q_blk, k_blk))
       mask = tile_mask(spec, q0, k0, bq, bk, *_seg_tile(q_seg, kv_seg, q0, k0, bq, bk))
       if spec.kind == "sigmoid":
         p, alpha = tile_probs(spec, s, mask, None), 1.0
       else:
         p, alpha, m, l = online_softmax(spec, s, mask, m, l)
-      return m, l, alpha * acc + jnp.einsum("bkgts,bksd->bkgtd", p, v_blk)
+      return m, l, alpha * acc + _dot("bkgts,bksd->bkgtd", p, v_blk)
 
-    init = (jnp.full((B, K, G, bq, 1), MASK_VALUE, q.dtype), jnp.zeros((B, K, G, bq, 1), q.dtype),
-            jnp.zeros((B, K, G, bq, D), q.dtype))
+    init = (jnp.full((B, K, G, bq, 1), MASK_VALUE, dt), jnp.zeros((B, K, G, bq, 1), dt),
+            jnp.zeros((B, K, G, bq, D), dt))
     m, l, acc = jax.lax.fori_loop(lo, hi, body, init)
     return (acc, l) if spec.kind == "sigmoid" else finish_softmax(m, l, acc)
 
@@ -126,6 +135,7 @@ def _bwd_pass(spec, bq, bk, q, k, v, q_seg, kv_seg, lse, delta, do):
   B, K, G, Tp, D = q.shape
   nq = Tp // bq
   sl = jax.lax.dynamic_slice_in_dim
+  dt = acc_dtype(q.dtype)
 
   def one_kv_block(dq, kj):
     k0 = kj * bk
@@ -136,22 +146,22 @@ def _bwd_pass(spec, bq, bk, q, k, v, q_seg, kv_seg, lse, delta, do):
       dq, dk, dv = carry
       q0 = qi * bq
       q_blk, do_blk = sl(q, q0, bq, axis=3), sl(do, q0, bq, axis=3)
-      s, t = tile_logits(spec, jnp.einsum("bkgtd,bksd->bkgts", q_blk, k_blk))
+      s, t = tile_logits(spec, _dot("bkgtd,bksd->bkgts", q_blk, k_blk))
       mask = tile_mask(spec, q0, k0, bq, bk, *_seg_tile(q_seg, kv_seg, q0, k0, bq, bk))
       p = tile_probs(spec, s, mask, sl(lse, q0, bq, axis=3))
-      dp = jnp.einsum("bkgtd,bksd->bkgts", do_blk, v_blk)
+      dp = _dot("bkgtd,bksd->bkgts", do_blk, v_blk)
       ds = tile_dlogits(spec, p, t, dp, sl(delta, q0, bq, axis=3))
-      dv = dv + jnp.einsum("bkgts,bkgtd->bksd", p, do_blk)
-      dk = dk + jnp.einsum("bkgts,bkgtd->bksd", ds, q_blk)
-      dq_blk = sl(dq, q0, bq, axis=3) + jnp.einsum("bkgts,bksd->bkgtd", ds, k_blk)
+      dv = dv + _dot("bkgts,bkgtd->bksd", p, do_blk.astype(q.dtype))
+      dk = dk + _dot("bkgts,bkgtd->bksd", ds, q_blk)
+      dq_blk = sl(dq, q0, bq, axis=3) + _dot("bkgts,bksd->bkgtd", ds, k_blk)
       return jax.lax.dynamic_update_slice_in_dim(dq, dq_blk, q0, axis=3), dk, dv
 
-    zeros = jnp.zeros((B, K, bk, D), q.dtype)
+    zeros = jnp.zeros((B, K, bk, D), dt)
     dq, dk, dv = jax.lax.fori_loop(lo, hi, body, (dq, zeros, zeros))
     return dq, (dk, dv)
 
   nk = k.shape[2] // bk
-  dq, (dk, dv) = jax.lax.scan(one_kv_block, jnp.zeros_like(q), jnp.arange(nk, dtype=jnp.int32))
+  dq, (dk, dv) = jax.lax.scan(one_kv_block, jnp.zeros(q.shape, dt), jnp.arange(nk, dtype=jnp.int32))
   dk = jnp.moveaxis(dk, 0, 2).reshape(k.shape)   # [nk,B,K,bk,D] -> [B,K,Sp,D]
   dv = jnp.moveaxis(dv, 0, 2).reshape(v.shape)
   return dq, dk, dv
@@ -171,7 +181,7 @@ def _flash_bwd(spec, bq, bk, res, do):
   q, k, v, q_seg, kv_seg, o, lse = res
   delta = jnp.sum(do * o, axis=-1, keepdims=True)   # FA2's rowsum(dO * O); unused by sigmoid
   dq, dk, dv = _bwd_pass(spec, bq, bk, q, k, v, q_seg, kv_seg, lse, delta, do)
-  return dq, dk, dv, None, None
+  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None, None
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)

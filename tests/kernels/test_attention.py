@@ -135,12 +135,16 @@ def test_pallas_matches_oracle_float32(backend, case):
     assert np.all(np.asarray(o)[0, :3] == 0) and all(np.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("backend", ["tpu", "gpu"])
-def test_pallas_bfloat16(backend):
+@pytest.mark.parametrize("backend", ["tpu", "gpu", "xla"])
+def test_bfloat16_inputs(backend):
+  """bf16 q, k, v (dots in bf16, f32 accumulation) against the f32 oracle on the same values."""
   case = MQA_ODD
   spec = spec_of(case)
   qkv_w = make_inputs(*case[:6], dtype=jnp.bfloat16)
-  kernel = fwd_vjp(lambda *a: api.pallas(BACKENDS[backend], spec, BLOCKS[backend], True, *a))
+  if backend == "xla":
+    kernel = fwd_vjp(lambda q, k, v, *s: blockwise(q, k, v, spec, *s, block_q=16, block_k=32))
+  else:
+    kernel = fwd_vjp(lambda *a: api.pallas(BACKENDS[backend], spec, BLOCKS[backend], True, *a))
   o, grads = kernel(qkv_w[:3], (None, None), qkv_w[3])
   assert o.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
   assert_close((o, grads), oracle(spec, qkv_w[:3], (None, None), qkv_w[3]), 3e-2, backend)
