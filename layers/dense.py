@@ -26,31 +26,38 @@ def _t(a_MN):
   return a_MN.reshape(M, N, 1).transpose(1, 2, 0).reshape(N, M)
 
 
-def mixed_matmul(x_MK, w_KN, dtype):
-  """x @ w with both operands rounded to `dtype` (e.g. bfloat16), accumulated in float32.
+def mixed_matmul(x_MK, w, dtype, w_is_NK: bool = False):
+  """x @ w (or x @ w.T if w_is_NK) with both operands rounded to `dtype` (e.g. bfloat16) and
+  accumulated in float32.
 
   Returns float32. The gradients are float32-accumulated too and come back in the primal dtypes
   (a float32 weight gets a float32 gradient, never rounded to bfloat16). XLA:CPU runs bfloat16
-  dots with a float32 result on the AMX/AVX512-BF16 units; with a bfloat16 result it upcasts them."""
-  return _mixed(x_MK, w_KN, jnp.dtype(dtype), x_MK.dtype)
+  dots with a float32 result on the AMX/AVX512-BF16 units; with a bfloat16 result it upcasts them.
+  Every dot here, forward and backward, is a plain (M,K)@(K,N) on materialised operands: a bfloat16
+  dot that XLA:CPU leaves to Eigen fails at run time ("Unsupported element type for DotThunk")."""
+  return _mixed(x_MK, w, jnp.dtype(dtype), x_MK.dtype, w_is_NK)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _mixed(x_MK, w_KN, dtype, x_dtype):
-  return jnp.matmul(x_MK.astype(dtype), w_KN.astype(dtype), preferred_element_type=jnp.float32)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _mixed(x_MK, w, dtype, x_dtype, w_is_NK):
+  w_KN = _t(w.astype(dtype)) if w_is_NK else w.astype(dtype)
+  return jnp.matmul(x_MK.astype(dtype), w_KN, preferred_element_type=jnp.float32)
 
 
-def _mixed_fwd(x_MK, w_KN, dtype, x_dtype):
+def _mixed_fwd(x_MK, w, dtype, x_dtype, w_is_NK):
   x_lo = x_MK.astype(dtype)  # saved for the backward in low precision: half the memory
-  return _mixed(x_lo, w_KN, dtype, x_dtype), (x_lo, w_KN)
+  return _mixed(x_lo, w, dtype, x_dtype, w_is_NK), (x_lo, w)
 
 
-def _mixed_bwd(dtype, x_dtype, res, dy_MN):
-  x_lo, w_KN = res
-  dy_MN = dy_MN.astype(dtype)
-  dx_MK = jnp.matmul(dy_MN, _t(w_KN.astype(dtype)), preferred_element_type=jnp.float32)
-  dw_KN = jnp.matmul(_t(x_lo), dy_MN, preferred_element_type=jnp.float32)
-  return dx_MK.astype(x_dtype), dw_KN.astype(w_KN.dtype)
+def _mixed_bwd(dtype, x_dtype, w_is_NK, res, dy_MN):
+  x_lo, w = res
+  dy_MN, w_lo = dy_MN.astype(dtype), w.astype(dtype)
+  f32 = dict(preferred_element_type=jnp.float32)
+  if w_is_NK:    # y = x w^T: dx = dy w, dw = dy^T x
+    dx_MK, dw = jnp.matmul(dy_MN, w_lo, **f32), jnp.matmul(_t(dy_MN), x_lo, **f32)
+  else:          # y = x w: dx = dy w^T, dw = x^T dy
+    dx_MK, dw = jnp.matmul(dy_MN, _t(w_lo), **f32), jnp.matmul(_t(x_lo), dy_MN, **f32)
+  return dx_MK.astype(x_dtype), dw.astype(w.dtype)
 
 
 _mixed.defvjp(_mixed_fwd, _mixed_bwd)

@@ -30,7 +30,7 @@ class Embed(nn.Module):
     if mm == jnp.float32:
       return jnp.einsum("btd,vd->btv", x_BTD, self.table_VD.astype(self.dtype))
     B, T, D = x_BTD.shape
-    logits_MV = mixed_matmul(x_BTD.reshape(B * T, D), self.table_VD.T, mm)
+    logits_MV = mixed_matmul(x_BTD.reshape(B * T, D), self.table_VD, mm, w_is_NK=True)
     return logits_MV.reshape(B, T, -1).astype(self.dtype)
 
 

@@ -31,6 +31,19 @@ def test_mixed_matmul_value_and_grads_equal_float64_on_rounded_operands(M, K, N)
     np.testing.assert_allclose(dw, rounded(x).T @ rounded(dy), rtol=1e-5, atol=1e-5)
 
 
+def test_mixed_matmul_with_w_transposed():
+  """x @ w.T for w of shape (N, K) (the tied output head), value and grads."""
+  kx, kw, kd = jax.random.split(jax.random.PRNGKey(3), 3)
+  x, w, dy = jax.random.normal(kx, (24, 16)), jax.random.normal(kw, (65, 16)), jax.random.normal(kd, (24, 65))
+  f = jax.jit(lambda x, w, dy: jax.vjp(lambda x, w: mixed_matmul(x, w, BF16, w_is_NK=True), x, w))
+  y, vjp = f(x, w, dy)
+  dx, dw = vjp(dy)
+  np.testing.assert_allclose(y, rounded(x) @ rounded(w).T, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dx, rounded(dy) @ rounded(w), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dw, rounded(dy).T @ rounded(x), rtol=1e-5, atol=1e-5)
+  assert dw.shape == (65, 16) and dw.dtype == jnp.float32
+
+
 def test_mixed_matmul_keeps_a_bfloat16_input_gradient_in_bfloat16():
   x, w = jnp.ones((8, 4), BF16), jnp.ones((4, 2))
   dx, dw = jax.grad(lambda x, w: mixed_matmul(x, w, BF16).sum(), argnums=(0, 1))(x, w)
