@@ -1,4 +1,4 @@
-"""nanoGPT's CPU "baby" shakespeare_char run, reproduced exactly (nanoGPT README, "I only have a macbook").
+"""nanoGPT's CPU "baby" shakespeare_char run (nanoGPT README, "I only have a macbook"), reproduced.
 
     python train.py --config configs/shakespeare_char.py data.path=../shared/data/tinyshakespeare.txt
 
@@ -9,10 +9,11 @@ tinyshakespeare), the last 10% of characters as validation. nanoGPT reports val 
 this should reach <= 1.88. nanoGPT estimates val loss on 20 random batches; we use the first 20 fixed
 ones. Two deliberate differences, both for speed on CPU: GELU is the tanh form (GPT-2's); nanoGPT's
 nn.GELU() is exact erf, much slower in the XLA:CPU backward (model.gelu_exact=true restores it). And
-the matmuls take bfloat16 operands with float32 accumulation (activations, softmax, norms and the
-optimizer stay float32): ~1.35x faster on CPUs with AMX/AVX512-BF16; nanoGPT runs float32 on CPU, as
-model.matmul_dtype=float32 does (use it on a CPU without bf16 units). Measured: val loss 1.8856 at
-2000 with bf16 matmuls, 1.8881 in float32 (docs/shakespeare_char.md);
+the matmuls (projections, attention, MLP, head) take bfloat16 operands with float32 accumulation
+(activations, softmax, norms and the optimizer stay float32): 1.2-1.6x faster on CPUs with AMX or
+AVX512-BF16; nanoGPT runs float32 on CPU, as model.matmul_dtype=float32 does (use it on a CPU without
+bf16 units). Measured: val loss 1.8842 at 2000 in 2 min on 2 cores, 1.8881 in float32
+(docs/shakespeare_char.md);
 `python benchmarks/shakespeare_char.py` measures tokens/s against nanoGPT.
 """
 from configs.base import CheckpointConfig, Config, DataConfig, MeshConfig, TrainConfig, gpt2_style
