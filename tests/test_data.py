@@ -160,9 +160,12 @@ def test_tokens_source(tmp_path):
   batch = next(data.build_dataset(DataConfig(source="tokens", path=str(one), seq_len=8), BYTE, "val",
                                   batch_size=2, seed=0))
   np.testing.assert_array_equal(batch["targets"][0], train[450 + 1:450 + 9])
-  (rng.integers(256, 300, 100).astype(np.uint16)).tofile(one)
-  with pytest.raises(ConfigError, match="one.bin.*token id"):
-    data.build_dataset(DataConfig(source="tokens", path=str(one), seq_len=8), BYTE, "train",
+  # A new file, not one.bin rewritten: the iterators above may still be prefetching from its memmap,
+  # and reading a memmap past a truncated file's end is a SIGBUS.
+  bad = tmp_path / "bad.bin"
+  (rng.integers(256, 300, 100).astype(np.uint16)).tofile(bad)
+  with pytest.raises(ConfigError, match="bad.bin.*token id"):
+    data.build_dataset(DataConfig(source="tokens", path=str(bad), seq_len=8), BYTE, "train",
                        batch_size=2, seed=0)
 
 
