@@ -81,7 +81,9 @@ def nanogpt_step_seconds(nanogpt: Path, python: str, data_path: str, steps: int)
   d = nanogpt / "data" / "shakespeare_char"
   if not (d / "train.bin").exists():
     shutil.copy(data_path, d / "input.txt")
-    subprocess.run([python, "prepare.py"], cwd=d, check=True, capture_output=True)
+    r = subprocess.run([python, "prepare.py"], cwd=d, capture_output=True, text=True)
+    if r.returncode:   # e.g. nanoGPT's prepare.py imports `requests`, even with input.txt present
+      sys.exit(f"{python} prepare.py in {d} failed:\n{r.stderr[-2000:]}")
   with tempfile.TemporaryDirectory() as out:
     r = subprocess.run([python, "train.py", *NANOGPT_ARGS, f"--max_iters={steps + 5}", f"--out_dir={out}"],
                        cwd=nanogpt, check=True, capture_output=True, text=True)
@@ -107,6 +109,11 @@ def main():
   if len(cpu_devices) > 1:   # one JAX backend per process
     sys.exit(f"variants differ in mesh.cpu_devices ({sorted(cpu_devices)}): run them separately")
   distributed.configure_cpu(cpu_devices.pop())      # as train.py does, before JAX starts
+  cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+              if line.startswith("model name")), "?") if Path("/proc/cpuinfo").exists() else "?"
+  print(f"host CPU: {cpu}; " + "; ".join(
+      f"{' '.join(o) or 'default'}: model.matmul_dtype={c.model.matmul_dtype} "
+      f"mesh.cpu_devices={c.mesh.cpu_devices}" for c, o in zip(cfgs, overrides)), flush=True)
   variants = [Ours(c, o) for c, o in zip(cfgs, overrides)]
   times = {v.name: [] for v in variants}
   if args.nanogpt:

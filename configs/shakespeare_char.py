@@ -7,26 +7,43 @@ grad clip 1.0), 100 warmup iters, cosine to 1e-4 over 2000 iters, GPT-2 blocks w
 bias=False (no biases in LayerNorm or Linear), tied embeddings, char tokenizer (vocab 65 for
 tinyshakespeare), the last 10% of characters as validation. nanoGPT reports val loss 1.88 at iter 2000;
 this should reach <= 1.88. nanoGPT estimates val loss on 20 random batches; we use the first 20 fixed
-ones. Two deliberate differences, both for speed on CPU: GELU is the tanh form (GPT-2's); nanoGPT's
-nn.GELU() is exact erf, much slower in the XLA:CPU backward (model.gelu_exact=true restores it). And
-the matmuls (projections, attention, MLP, head) take bfloat16 operands with float32 accumulation
-(activations, softmax, norms and the optimizer stay float32): 1.2-1.6x faster on CPUs with AMX or
-AVX512-BF16; nanoGPT runs float32 on CPU, as model.matmul_dtype=float32 does (use it on a CPU without
-bf16 units). Measured: val loss 1.8842 at 2000 in 2 min on 2 cores, 1.8881 in float32
-(docs/shakespeare_char.md);
+ones. One deliberate difference, for speed on CPU: GELU is the tanh form (GPT-2's); nanoGPT's
+nn.GELU() is exact erf, much slower in the XLA:CPU backward (model.gelu_exact=true restores it).
+
+The CPU set-up depends on the host, like nanoGPT's dtype depends on its GPU (both measured on 2 cores,
+docs/shakespeare_char.md): on a CPU with bfloat16 units (AMX-BF16 or AVX512-BF16 in /proc/cpuinfo) the
+matmuls take bfloat16 operands with float32 accumulation (activations, softmax, norms and the optimizer
+stay float32; 1.2-1.6x faster than float32 there) and each core is a JAX device; elsewhere everything
+is float32, as in nanoGPT, on one JAX device (bfloat16 dots ran 1.35x slower than float32 on an AMD
+EPYC without them, and two devices 1.1x slower than one). The resolved values are printed and saved
+in config.json; override either (model.matmul_dtype=..., mesh.cpu_devices=...) to pin it.
+Measured: val loss 1.8842 at 2000 in 2 min (bfloat16, 2 devices), 1.8881 (float32, 2 devices);
 `python benchmarks/shakespeare_char.py` measures tokens/s against nanoGPT.
 """
+from pathlib import Path
+
 from configs.base import CheckpointConfig, Config, DataConfig, MeshConfig, TrainConfig, gpt2_style
 
 
+def cpu_has_bf16_units(cpuinfo: str | None = None) -> bool:
+  """True if the CPU flags (Linux /proc/cpuinfo) list AMX-BF16 or AVX512-BF16."""
+  if cpuinfo is None:
+    f = Path("/proc/cpuinfo")
+    cpuinfo = f.read_text() if f.exists() else ""
+  flags = {w for line in cpuinfo.splitlines() if line.startswith("flags") for w in line.split()}
+  return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
 def get_config() -> Config:
+  bf16 = cpu_has_bf16_units()
   return Config(
       # Speed on a 2-core CPU (docs/shakespeare_char.md): 4 unrolled layers compile in seconds and
-      # run faster than nn.scan's loop; one JAX device per core (data parallel) beats one device
-      # splitting these small ops over both cores.
+      # run faster than nn.scan's loop. With bfloat16 units the dots are cheap and one JAX device
+      # per core (data parallel) was fastest; without them one device was.
       model=gpt2_style(vocab_size=65, d_model=128, n_layers=4, n_heads=4, d_ff=512, max_len=64,
-                       use_bias=False, norm_bias=False, scan_layers=False, matmul_dtype="bfloat16"),
-      mesh=MeshConfig(cpu_devices=2),
+                       use_bias=False, norm_bias=False, scan_layers=False,
+                       matmul_dtype="bfloat16" if bf16 else "float32"),
+      mesh=MeshConfig(cpu_devices=2 if bf16 else 1),
       data=DataConfig(source="text", path="", tokenizer="char", seq_len=64, val_fraction=0.1),
       train=TrainConfig(steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup_steps=100,
                         schedule="cosine", b1=0.9, b2=0.99, weight_decay=0.1, clip_norm=1.0,

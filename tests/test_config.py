@@ -125,3 +125,15 @@ def test_keep_freed_memory_stops_refaulting_big_buffers():
                                      capture_output=True).stdout)
             for mode in ("default", "keep")}
   assert faults["default"] >= 5 * 30 and faults["keep"] * 10 < faults["default"], faults
+
+
+def test_shakespeare_char_takes_bfloat16_and_a_device_per_core_only_on_cpus_with_bf16_units(monkeypatch):
+  from configs import shakespeare_char as sc
+  assert sc.cpu_has_bf16_units("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n")
+  assert sc.cpu_has_bf16_units("flags\t\t: sse avx512f avx512_bf16\n")
+  assert not sc.cpu_has_bf16_units("flags\t\t: fpu avx2 fma avx512f\nbugs\t\t: amx_bf16\n")
+  assert not sc.cpu_has_bf16_units("")
+  for has, dtype, devices in ((True, "bfloat16", 2), (False, "float32", 1)):
+    monkeypatch.setattr(sc, "cpu_has_bf16_units", lambda has=has: has)
+    cfg = sc.get_config()
+    assert (cfg.model.matmul_dtype, cfg.mesh.cpu_devices) == (dtype, devices)
