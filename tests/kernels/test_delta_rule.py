@@ -79,12 +79,13 @@ def naive(*a):
   return reference.delta_rule_naive(*a)
 
 
-def assert_close(got, want, tol):
-  """Elementwise |got - want| <= tol * max|want| (+ tiny), leaf by leaf, with leaf names."""
+def assert_close(got, want, tol, min_scale=0.0):
+  """Elementwise |got - want| <= tol * max(max|want|, min_scale) (+ tiny), leaf by leaf, with leaf
+  names. min_scale: the size of the terms a leaf sums, where they may cancel to a small result."""
   for i, (x, y) in enumerate(zip(jax.tree.leaves(got), jax.tree.leaves(want))):
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     assert x.shape == y.shape
-    np.testing.assert_allclose(x, y, rtol=0, atol=tol * np.abs(y).max() + 1e-30,
+    np.testing.assert_allclose(x, y, rtol=0, atol=tol * max(np.abs(y).max(), min_scale) + 1e-30,
                                err_msg=f"leaf {i}")
 
 
@@ -190,7 +191,10 @@ def test_pallas_interpret_matrix(backend, C, B, T, H, K, V, dtype, tol):
   f32 = lambda xs: tuple(x.astype(jnp.float32) for x in xs)
   fn, ref = fwd_vjp(pallas_fn(backend, C)), fwd_vjp(naive)
   for data in (args, ungated(args), identical_keys(args)):
-    assert_close(fn(data, cts), ref(f32(data), f32(cts)), tol)
+    # Inputs and cotangents are O(1); with B = T = H = 1 a gradient leaf can be one float32 sum of
+    # O(1) terms that cancel (dbeta = -0.0157: kernel and oracle differed by 3.6e-7, 2.3e-5 of it,
+    # on an AMD EPYC host), so leaves are held to tol relative to 1 at least.
+    assert_close(fn(data, cts), ref(f32(data), f32(cts)), tol, min_scale=1.0)
 
 
 @pytest.mark.parametrize("backend", ["tpu", "gpu"])
