@@ -12,11 +12,12 @@ CPU: GELU is the tanh form (GPT-2's); nanoGPT's nn.GELU() is exact erf, slower i
 on some hosts (model.gelu_exact=true restores it; same loss).
 
 The CPU set-up depends on the host, like nanoGPT's dtype depends on its GPU (both measured on 2 cores,
-docs/shakespeare_char.md): on a CPU with bfloat16 units (AMX-BF16 or AVX512-BF16 in /proc/cpuinfo) the
-matmuls take bfloat16 operands with float32 accumulation (activations, softmax, norms and the optimizer
-stay float32; 1.2-1.6x faster than float32 there) and each core is a JAX device; elsewhere everything
-is float32, as in nanoGPT, on one JAX device (bfloat16 dots ran 1.35x slower than float32 on an AMD
-EPYC without them, and two devices 1.1x slower than one). The resolved values are printed and saved
+docs/shakespeare_char.md): on a CPU with AMX-BF16 units (in /proc/cpuinfo) the matmuls take bfloat16
+operands with float32 accumulation (activations, softmax, norms and the optimizer stay float32;
+1.2-1.6x faster than float32 there) and each core is a JAX device; elsewhere everything is float32, as
+in nanoGPT, on one JAX device (bfloat16 dots ran 1.35x slower than float32 on an AMD EPYC without
+bfloat16 units, and two devices 1.1x slower than one; CPUs with AVX512-BF16 but no AMX are unmeasured
+and get float32). The resolved values are printed and saved
 in config.json; override either (model.matmul_dtype=..., mesh.cpu_devices=...) to pin it.
 Measured: val loss 1.8842 at 2000 in 2 min (bfloat16, 2 devices, Intel), 1.8881 in 2 min (float32,
 1 device, AMD; the same with 2 devices);
@@ -27,21 +28,21 @@ from pathlib import Path
 from configs.base import CheckpointConfig, Config, DataConfig, MeshConfig, TrainConfig, gpt2_style
 
 
-def cpu_has_bf16_units(cpuinfo: str | None = None) -> bool:
-  """True if the CPU flags (Linux /proc/cpuinfo) list AMX-BF16 or AVX512-BF16."""
+def cpu_has_amx_bf16(cpuinfo: str | None = None) -> bool:
+  """True if the CPU flags (Linux /proc/cpuinfo) list AMX-BF16 (Intel Sapphire Rapids and later)."""
   if cpuinfo is None:
     f = Path("/proc/cpuinfo")
     cpuinfo = f.read_text() if f.exists() else ""
   flags = {w for line in cpuinfo.splitlines() if line.startswith("flags") for w in line.split()}
-  return bool(flags & {"amx_bf16", "avx512_bf16"})
+  return "amx_bf16" in flags
 
 
 def get_config() -> Config:
-  bf16 = cpu_has_bf16_units()
+  bf16 = cpu_has_amx_bf16()
   return Config(
       # Speed on a 2-core CPU (docs/shakespeare_char.md): 4 unrolled layers compile in seconds and
-      # run faster than nn.scan's loop. With bfloat16 units the dots are cheap and one JAX device
-      # per core (data parallel) was fastest; without them one device was.
+      # run faster than nn.scan's loop. With AMX the bfloat16 dots are cheap and one JAX device per
+      # core (data parallel) was fastest; without bfloat16 units one device was.
       model=gpt2_style(vocab_size=65, d_model=128, n_layers=4, n_heads=4, d_ff=512, max_len=64,
                        use_bias=False, norm_bias=False, scan_layers=False,
                        matmul_dtype="bfloat16" if bf16 else "float32"),

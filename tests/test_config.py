@@ -127,13 +127,13 @@ def test_keep_freed_memory_stops_refaulting_big_buffers():
   assert faults["default"] >= 5 * 30 and faults["keep"] * 10 < faults["default"], faults
 
 
-def test_shakespeare_char_takes_bfloat16_and_a_device_per_core_only_on_cpus_with_bf16_units(monkeypatch):
+def test_shakespeare_char_takes_bfloat16_and_a_device_per_core_only_on_cpus_with_amx(monkeypatch):
   from configs import shakespeare_char as sc
-  assert sc.cpu_has_bf16_units("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n")
-  assert sc.cpu_has_bf16_units("flags\t\t: sse avx512f avx512_bf16\n")
-  assert not sc.cpu_has_bf16_units("flags\t\t: fpu avx2 fma avx512f\nbugs\t\t: amx_bf16\n")
-  assert not sc.cpu_has_bf16_units("")
+  assert sc.cpu_has_amx_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16 amx_bf16 amx_tile\n")
+  assert not sc.cpu_has_amx_bf16("flags\t\t: sse avx512f avx512_bf16\n")
+  assert not sc.cpu_has_amx_bf16("flags\t\t: fpu avx2 fma avx512f\nbugs\t\t: amx_bf16\n")
+  assert not sc.cpu_has_amx_bf16("")
   for has, dtype, devices in ((True, "bfloat16", 2), (False, "float32", 1)):
-    monkeypatch.setattr(sc, "cpu_has_bf16_units", lambda has=has: has)
+    monkeypatch.setattr(sc, "cpu_has_amx_bf16", lambda has=has: has)
     cfg = sc.get_config()
     assert (cfg.model.matmul_dtype, cfg.mesh.cpu_devices) == (dtype, devices)
