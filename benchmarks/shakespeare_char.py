@@ -31,6 +31,7 @@ import jax  # noqa: E402
 import modelzoo  # noqa: E402
 import train  # noqa: E402
 from configs import base  # noqa: E402
+from configs.shakespeare_char import cpu_info  # noqa: E402
 from layers import sharding  # noqa: E402
 from modelzoo import data as data_lib  # noqa: E402
 from modelzoo import distributed  # noqa: E402
@@ -109,9 +110,7 @@ def main():
   if len(cpu_devices) > 1:   # one JAX backend per process
     sys.exit(f"variants differ in mesh.cpu_devices ({sorted(cpu_devices)}): run them separately")
   distributed.configure_cpu(cpu_devices.pop())      # as train.py does, before JAX starts
-  cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-              if line.startswith("model name")), "?") if Path("/proc/cpuinfo").exists() else "?"
-  print(f"host CPU: {cpu}; " + "; ".join(
+  print(f"host CPU: {cpu_info().get('model name', '?')}; " + "; ".join(
       f"{' '.join(o) or 'default'}: model.matmul_dtype={c.model.matmul_dtype} "
       f"mesh.cpu_devices={c.mesh.cpu_devices}" for c, o in zip(cfgs, overrides)), flush=True)
   variants = [Ours(c, o) for c, o in zip(cfgs, overrides)]

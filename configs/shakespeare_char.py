@@ -27,13 +27,22 @@ from pathlib import Path
 from configs.base import CheckpointConfig, Config, DataConfig, MeshConfig, TrainConfig, gpt2_style
 
 
-def cpu_has_amx_bf16(cpuinfo: str | None = None) -> bool:
-  """True if the CPU flags (Linux /proc/cpuinfo) list AMX-BF16 (Intel Sapphire Rapids and later)."""
+def cpu_info(cpuinfo: str | None = None) -> dict[str, str]:
+  """The first CPU's "key: value" lines of Linux's /proc/cpuinfo (empty elsewhere)."""
   if cpuinfo is None:
     f = Path("/proc/cpuinfo")
     cpuinfo = f.read_text() if f.exists() else ""
-  flags = {w for line in cpuinfo.splitlines() if line.startswith("flags") for w in line.split()}
-  return "amx_bf16" in flags
+  fields = {}
+  for line in cpuinfo.splitlines():
+    key, sep, value = line.partition(":")
+    if sep:
+      fields.setdefault(key.strip(), value.strip())
+  return fields
+
+
+def cpu_has_amx_bf16(cpuinfo: str | None = None) -> bool:
+  """True if the CPU flags list AMX-BF16 (Intel Sapphire Rapids and later)."""
+  return "amx_bf16" in cpu_info(cpuinfo).get("flags", "").split()
 
 
 def get_config() -> Config:
