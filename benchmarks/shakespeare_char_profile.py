@@ -60,6 +60,8 @@ def part_of(op_name: str) -> str:
 
 
 def kind_of(event: str) -> str:
+  if re.match(r"(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)", event):
+    return "collectives"
   if event.startswith(("ynn_fusion", "dot")):
     return "dots"
   if "copy" in event or "transpose" in event:
@@ -74,8 +76,12 @@ def op_parts(hlo_text: str) -> dict[str, str]:
   parts = {}
   for line in entry.split("\n"):
     m = re.match(r"\s+(?:ROOT )?%([\w.\-]+) = ", line)
-    if m:
-      op = re.search(r'op_name="([^"]*)"', line)
+    if not m:
+      continue
+    op = re.search(r'op_name="([^"]*)"', line)
+    if re.search(r"[ )](all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(-start)?\(", line):
+      parts[m.group(1)] = "collectives (waits included)"   # op_name: whichever op XLA combined first
+    else:
       parts[m.group(1)] = part_of(op.group(1)) if op else "unattributed (no op_name)"
   return parts
 
@@ -125,7 +131,8 @@ def main():
   cfg = base.load(str(ROOT / "configs/shakespeare_char.py"), [f"data.path={args.data}", *overrides])
   distributed.configure_cpu(cfg.mesh.cpu_devices)
   print(f"host CPU: {bench.cpu_info().get('model name', '?')}; model.matmul_dtype="
-        f"{cfg.model.matmul_dtype} mesh.cpu_devices={cfg.mesh.cpu_devices} {args.variant}", flush=True)
+        f"{cfg.model.matmul_dtype} mesh.cpu_devices={cfg.mesh.cpu_devices}"
+        + (f" (overrides: {args.variant})" if args.variant else ""), flush=True)
 
   ms_step, table = trace(bench.Ours(cfg, overrides), args.steps)
   total = sum(table.values())
