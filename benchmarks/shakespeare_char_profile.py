@@ -11,37 +11,34 @@ Two views of the config's own compiled step (its CPU set-up, as train.py resolve
    optimizer), and to its kind (dot, copy/transpose, reduction, other elementwise). Times are summed
    over the XLA threads, per step; the profiler itself slows the step, so read the shares.
 2. Ablation (wall time, the profiler off). The step as it is, against the same step with the
-   attention kernel replaced by q + k + v, nearly free: the difference is what the kernel costs in wall
-   time. Windows of 25 steps alternate between the two; min and median per step.
+   attention kernel replaced by a nearly free stand-in (q plus k + v summed over the KV heads): the
+   difference is what the kernel costs in wall time. Windows of 25 steps alternate between the two;
+   min and median per step.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import glob
-import importlib.util
 import os
 import re
 import statistics
-import sys
 import tempfile
-from pathlib import Path
 
 # Before JAX starts: XLA:CPU records per-op trace events only with this flag.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_sc", ROOT / "benchmarks/shakespeare_char.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)   # puts ROOT on sys.path
+import shakespeare_char as bench  # noqa: E402  (this folder's speed benchmark; puts the repo root on sys.path)
 
 import jax  # noqa: E402
 
 import kernels  # noqa: E402
 from configs import base  # noqa: E402
+from configs.shakespeare_char import cpu_info  # noqa: E402
 from modelzoo import distributed  # noqa: E402
 
 WINDOW = 25
+COLLECTIVES = r"(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)"
 
 
 def part_of(op_name: str) -> str:
@@ -60,7 +57,7 @@ def part_of(op_name: str) -> str:
 
 
 def kind_of(event: str) -> str:
-  if re.match(r"(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)", event):
+  if re.match(COLLECTIVES, event):
     return "collectives"
   if event.startswith(("ynn_fusion", "dot")):
     return "dots"
@@ -79,7 +76,7 @@ def op_parts(hlo_text: str) -> dict[str, str]:
     if not m:
       continue
     op = re.search(r'op_name="([^"]*)"', line)
-    if re.search(r"[ )](all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(-start)?\(", line):
+    if re.search(rf"[ )]{COLLECTIVES}(-start)?\(", line):   # the opcode
       parts[m.group(1)] = "collectives (waits included)"   # op_name: whichever op XLA combined first
     else:
       parts[m.group(1)] = part_of(op.group(1)) if op else "unattributed (no op_name)"
@@ -105,16 +102,16 @@ def trace(ours, steps: int):
 
 
 def ablate(cfg, overrides, windows: int):
-  """Wall ms/step of the step as it is and with the attention kernel replaced by q + k + v."""
+  """Wall ms/step of the step as it is and with the attention kernel replaced by a nearly free
+  stand-in: q + k + v, summed over the KV heads so that GQA shapes broadcast too."""
   real = bench.Ours(cfg, overrides)
   original = kernels.attention
-  # q + k + v, summed over the KV heads so that GQA shapes broadcast too
   kernels.attention = lambda q, k, v, **kw: q + (k + v).sum(axis=2, keepdims=True)
   try:
     free = bench.Ours(cfg, overrides)
   finally:
     kernels.attention = original
-  times = {"as configured": [], "attention kernel free (q+k+v)": []}
+  times = {"as configured": [], "attention kernel nearly free": []}
   for _ in range(windows):
     for name, o in zip(times, (real, free)):
       times[name].append(o.run(WINDOW) * 1e3)
@@ -129,9 +126,9 @@ def main():
   p.add_argument("--variant", default="", help="space-separated config overrides")
   args = p.parse_args()
   overrides = args.variant.split()
-  cfg = base.load(str(ROOT / "configs/shakespeare_char.py"), [f"data.path={args.data}", *overrides])
+  cfg = base.load(str(bench.ROOT / "configs/shakespeare_char.py"), [f"data.path={args.data}", *overrides])
   distributed.configure_cpu(cfg.mesh.cpu_devices)
-  print(f"host CPU: {bench.cpu_info().get('model name', '?')}; model.matmul_dtype="
+  print(f"host CPU: {cpu_info().get('model name', '?')}; model.matmul_dtype="
         f"{cfg.model.matmul_dtype} mesh.cpu_devices={cfg.mesh.cpu_devices}"
         + (f" (overrides: {args.variant})" if args.variant else ""), flush=True)
 
