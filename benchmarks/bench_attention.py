@@ -1,6 +1,6 @@
-"""Softmax (and sigmoid) attention on this CPU: the blockwise jnp path (FA2 in XLA, impl="xla") and
-the interpreted Pallas TPU kernels (impl="interpret") vs the materialised attention ("naive"), all
-causal, f32, default block sizes.
+"""Softmax (and sigmoid) attention on this CPU: the blockwise jnp path (FA2 in XLA, impl="xla"), the
+C++ CPU kernel (softmax only; what impl="auto" runs here) and the interpreted Pallas TPU kernels
+(impl="interpret") vs the materialised attention ("naive"), all causal, f32, default block sizes.
 
   python benchmarks/bench_attention.py           # speed table + memory table (~5 min on 2 cores)
   python benchmarks/bench_attention.py --memory  # memory table only (compile only, ~1 min)
@@ -28,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kernels._attn_common import Spec  # noqa: E402
-from kernels.attention import api, pallas_tpu  # noqa: E402
+from kernels.attention import api, cpu, pallas_tpu  # noqa: E402
 from kernels.attention.reference import blockwise, naive  # noqa: E402
 
 NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
@@ -46,6 +46,7 @@ def _programs(T, D, mode, kind="softmax"):
               T, T)
   fns = {"naive": lambda q, k, v: naive(q, k, v, spec),
          "blockwise": lambda q, k, v: blockwise(q, k, v, spec),
+         "cpu": lambda q, k, v: cpu.attention(spec, q, k, v),
          "pallas_interpret": lambda q, k, v: api.pallas(pallas_tpu, spec, (None, None), True,
                                                         q, k, v, None, None)}
   if mode == "fwd":
@@ -73,7 +74,8 @@ def speed_rows(repeats=5) -> list[dict]:
     args = [jnp.asarray(rng.standard_normal((B, T, H, D), np.float32)) for _ in range(3)]
     for mode in ("fwd", "fwd+bwd"):
       progs = _programs(T, D, mode, kind)
-      names = ["naive", "blockwise"] + (["pallas_interpret"] if T <= INTERPRET_MAX_T else [])
+      names = (["naive", "blockwise"] + (["cpu"] if kind == "softmax" else [])
+               + (["pallas_interpret"] if T <= INTERPRET_MAX_T else []))
       ms = {name: _time(progs[name], args, repeats) for name in names}
       for name in names[1:]:
         out.append(dict(kernel="attention" if kind == "softmax" else "sigmoid_attention",

@@ -3,8 +3,9 @@
 impl      what runs
 --------  ----------------------------------------------------------------------
 "auto"    per platform inside ONE jitted program (`lax.platform_dependent`):
-          Pallas TPU kernel on TPU, Pallas Triton kernel on CUDA GPUs, the
-          chunked/blockwise jnp path (XLA) everywhere else (CPU).
+          Pallas TPU kernel on TPU, Pallas Triton kernel on CUDA GPUs, on CPU
+          the kernel's C++ FFI kernel where it has one (attention) and covers
+          the call, else the chunked/blockwise jnp path (XLA).
 "xla"     the chunked/blockwise jnp path on every platform.
 "pallas"  the Pallas kernel of the platform the program is lowered for; on a
           platform with no Pallas kernel (CPU) this is an error, not a fallback
@@ -28,12 +29,14 @@ def check_impl(impl: str) -> str:
   return impl
 
 
-def select(impl: str, *, xla: Callable, tpu: Callable, gpu: Callable) -> Callable:
+def select(impl: str, *, xla: Callable, tpu: Callable, gpu: Callable,
+           cpu: Callable | None = None) -> Callable:
   """Returns the function to call for `impl`.
 
   `xla(*args)` is the jnp path; `tpu(*args, interpret=bool)` and
-  `gpu(*args, interpret=bool)` are the custom_vjp-wrapped Pallas kernels.
-  All three take the same positional array arguments (static options are
+  `gpu(*args, interpret=bool)` are the custom_vjp-wrapped Pallas kernels;
+  `cpu(*args)`, if given, is a native CPU kernel that "auto" prefers on CPU.
+  All take the same positional array arguments (static options are
   bound by the caller with functools.partial).
   """
   check_impl(impl)
@@ -53,5 +56,5 @@ def select(impl: str, *, xla: Callable, tpu: Callable, gpu: Callable) -> Callabl
   # auto
   return lambda *a: jax.lax.platform_dependent(
       *a, tpu=lambda *b: tpu(*b, interpret=False),
-      cuda=lambda *b: gpu(*b, interpret=False), default=xla)
+      cuda=lambda *b: gpu(*b, interpret=False), cpu=cpu or xla, default=xla)
 

@@ -1,6 +1,8 @@
 """attention(q, k, v, ...): softmax attention with causal / window / segment masks, GQA, softcap.
 
-impl="xla" (and "auto" on CPU): the blockwise FlashAttention-2 jnp path (reference.blockwise):
+impl="auto" on CPU: the C++ kernel (cpu.cc via XLA's FFI) for the calls it covers (float32, causal
+or not, no segment ids / window / softcap, one device: cpu.covers), else the jnp path below.
+impl="xla" (and "auto" on CPU otherwise): the blockwise FlashAttention-2 jnp path (reference.blockwise):
 linear memory, and on this CPU faster than the materialised attention for fwd+bwd at every length
 measured (T = 64..4096; forward-only is within ~0.7-1.1x at T <= 512), so there is no short-T switch
 (benchmarks/bench_attention.py, docs/kernels_attention.md).
@@ -15,7 +17,7 @@ import jax
 
 from kernels import _dispatch
 from kernels._attn_common import Spec, check_inputs, is_static_number, maybe_traced_scalar
-from kernels.attention import pallas_gpu, pallas_tpu, reference
+from kernels.attention import cpu, pallas_gpu, pallas_tpu, reference
 
 # Blockwise tile edge for impl="xla". Its tiles span all batch*heads at once, so smaller than the
 # kernels' tiles; 1024 was clearly slower on this CPU, 128-512 within noise (docs).
@@ -52,7 +54,10 @@ def run(spec, q, k, v, q_seg, kv_seg, *, impl, block_q, block_k):
   blocks = (block_q, block_k)
   tpu = lambda *a, interpret: pallas(pallas_tpu, spec, blocks, interpret, *a)
   gpu = lambda *a, interpret: pallas(pallas_gpu, spec, blocks, interpret, *a)
-  return _dispatch.select(impl, xla=xla, tpu=tpu, gpu=gpu)(q, k, v, q_seg, kv_seg)
+  native = None
+  if impl == "auto" and cpu.covers(spec, q, k, v, q_seg):
+    native = lambda q, k, v, q_seg, kv_seg: cpu.attention(spec, q, k, v)
+  return _dispatch.select(impl, xla=xla, tpu=tpu, gpu=gpu, cpu=native)(q, k, v, q_seg, kv_seg)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))

@@ -1,5 +1,6 @@
 """Softmax attention: the oracle vs jax.nn.dot_product_attention and an explicit mask loop; the
-blockwise jnp path and the Pallas kernels (interpreted) vs the oracle; TPU/CUDA lowering.
+blockwise jnp path, the C++ CPU kernel and the Pallas kernels (interpreted) vs the oracle; which
+calls "auto" gives the CPU kernel; TPU/CUDA lowering.
 
 Compile time dominates on CPU (an interpreted Pallas fwd+bwd compiles in seconds and runs in
 milliseconds), so there are few cases, each packing several features: GQA with odd head counts,
@@ -13,7 +14,7 @@ from jax.test_util import check_grads
 
 from kernels import attention
 from kernels._attn_common import Spec
-from kernels.attention import api, pallas_gpu, pallas_tpu
+from kernels.attention import api, cpu, pallas_gpu, pallas_tpu
 from kernels.attention.reference import blockwise, naive
 
 BACKENDS = {"tpu": pallas_tpu, "gpu": pallas_gpu}
@@ -135,6 +136,62 @@ def test_pallas_matches_oracle_float32(backend, case):
     assert np.all(np.asarray(o)[0, :3] == 0) and all(np.isfinite(g).all() for g in grads)
 
 
+# (B, T, S, H, K, D, causal): the shakespeare_char layer; GQA with S > 64 keys not a multiple of 8;
+# T > S causal (rows 0-19 see no key); MQA, non-causal, D = 128; T = 1.
+CPU_CASES = [(2, 64, 64, 4, 4, 32, True), (1, 100, 130, 4, 2, 64, True), (2, 50, 30, 2, 2, 8, True),
+             (1, 70, 90, 3, 1, 128, False), (1, 1, 70, 5, 5, 16, False)]
+
+
+@pytest.mark.parametrize("case", CPU_CASES)
+def test_cpu_kernel_matches_oracle_float32(case):
+  spec = Spec("softmax", case[6], None, case[5] ** -0.5, None, 0.0, case[1], case[2])
+  qkv_w = make_inputs(*case[:6])
+  o, grads = fwd_vjp(lambda q, k, v, *s: cpu.attention(spec, q, k, v))(qkv_w[:3], (None, None),
+                                                                      qkv_w[3])
+  assert_close((o, grads), oracle(spec, qkv_w[:3], (None, None), qkv_w[3]), 1e-5, "cpu")
+  if case[1] > case[2]:   # rows that see no key: exactly 0, finite gradients
+    assert np.all(np.asarray(o)[:, :case[1] - case[2]] == 0)
+    assert all(np.isfinite(g).all() for g in grads)
+
+
+def test_auto_gives_the_cpu_kernel_only_what_it_covers():
+  q, k, v, _ = make_inputs(2, 24, 24, 4, 2, 16)
+  seg = jnp.zeros((2, 24), jnp.int32)
+
+  def targets(fn, *args):
+    text = jax.jit(fn).lower(*args).as_text()
+    return {t for t in (cpu.FWD, cpu.BWD) if t in text}
+
+  loss = lambda q, k, v: attention(q, k, v).sum()
+  assert targets(lambda *a: attention(*a, causal=False), q, k, v) == {cpu.FWD}
+  assert targets(jax.grad(loss, argnums=(0, 1, 2)), q, k, v) == {cpu.FWD, cpu.BWD}
+  for what, fn, args in [
+      ("impl=xla", lambda *a: attention(*a, impl="xla"), (q, k, v)),
+      ("bfloat16", attention, tuple(x.astype(jnp.bfloat16) for x in (q, k, v))),
+      ("segment ids", lambda *a: attention(*a[:3], segment_ids=a[3]), (q, k, v, seg)),
+      ("window", lambda *a: attention(*a, window=8), (q, k, v)),
+      ("softcap", lambda *a: attention(*a, softcap=5.0), (q, k, v)),
+      ("head_dim 12", attention, make_inputs(1, 8, 8, 2, 2, 12)[:3])]:
+    assert not targets(fn, *args), what
+  mesh = jax.make_mesh((2,), ("data",), devices=jax.devices()[:2])
+  with jax.set_mesh(mesh):   # XLA would replicate a custom call's operands: the jnp path instead
+    assert not targets(attention, q, k, v)
+  # vmapped: the kernel runs once per vmapped slice
+  qkv = [jnp.stack([x, 2 * x]) for x in (q, k, v)]
+  got = jax.jit(jax.vmap(attention))(*qkv)
+  want = jax.vmap(lambda *a: attention(*a, impl="xla"))(*qkv)
+  np.testing.assert_allclose(got, want, atol=3e-6)
+
+
+def test_cpu_kernel_build_names_a_missing_compiler_and_caches(tmp_path):
+  with pytest.raises(RuntimeError, match="no-such-c[+][+]"):
+    cpu.build("no-such-c++", tmp_path / "a")
+  so = cpu.build("g++", tmp_path / "b")
+  stamp = so.stat().st_mtime_ns
+  assert cpu.build("g++", tmp_path / "b") == so and so.stat().st_mtime_ns == stamp
+  assert [p.name for p in (tmp_path / "b").iterdir()] == [so.name]   # no build leftovers
+
+
 @pytest.mark.parametrize("backend", ["tpu", "gpu", "xla"])
 def test_bfloat16_inputs(backend):
   """bf16 q, k, v (dots in bf16, f32 accumulation) against the f32 oracle on the same values."""
@@ -181,7 +238,7 @@ def test_auto_and_interpret_agree_with_xla():
   q, k, v, _ = make_inputs(2, 40, 40, 4, 2, 16)
   run = lambda impl, **kw: jax.jit(lambda *a: attention(*a, window=9, impl=impl, **kw))(q, k, v)
   want = run("xla")
-  np.testing.assert_array_equal(run("auto"), want)   # auto = xla on CPU
+  np.testing.assert_array_equal(run("auto"), want)   # a window: not the CPU kernel's, so xla
   got = run("interpret", block_q=16, block_k=128)
   np.testing.assert_allclose(got, want, atol=2e-6)
 

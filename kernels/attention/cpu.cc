@@ -1,0 +1,308 @@
+// Fused softmax attention for CPUs, forward and backward, called from JAX through XLA's FFI.
+// Built and registered by cpu.py (g++ -O3 -march=native -ffast-math); the math is
+// FlashAttention-2's: the forward keeps only o and the row log-sum-exp, the backward recomputes P.
+//
+// Why: at short lengths XLA:CPU runs attention as ~20 small ops per layer (batched dots on
+// [B,H,T,D] copies of [B,T,H,D] tensors, softmax passes, transposes). Here one task per
+// (batch, kv head) reads q/k/v in place, keeps a row of logits in registers/L1, and the two
+// CPU threads XLA lends us split the tasks.
+//
+// Layout: q, o, dq [B,T,H,D]; k, v, dk, dv [B,S,K,D] with H = K*G (query head h uses kv head
+// h / G); lse [B,H,T]. float32 only; D is a template parameter (8, 16, 32, 64 or 128).
+// Masks: causal aligned bottom-right (query t sees keys j <= t + S - T) or none.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// GCC/Clang vector extensions: 8 floats (one AVX register; two SSE registers elsewhere).
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+inline v8 ld(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+inline void st(float* p, v8 x) { *reinterpret_cast<v8u*>(p) = x; }
+inline v8 bc(float x) { return (v8){} + x; }
+
+// Runs f(0..n) on the calling thread and the helpers of XLA's intra-op pool. A helper that starts
+// late finds nothing left and returns; the caller waits only for tasks already claimed.
+template <class F>
+void parallel_for(ffi::ThreadPool& pool, int64_t n, F f) {
+  const int64_t workers = std::min<int64_t>(pool.num_threads(), n);
+  if (workers <= 1) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  struct State { std::atomic<int64_t> next{0}, done{0}; };
+  auto state = std::make_shared<State>();
+  auto work = [state, n, f]() {
+    for (int64_t i; (i = state->next.fetch_add(1)) < n;) {
+      f(i);
+      state->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t w = 1; w < workers; ++w) pool.Schedule(decltype(work)(work));
+  work();
+  while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+}
+
+struct Dims { int64_t B, T, H, S, K, D; };
+
+inline int64_t n_visible(int64_t t, const Dims& d, bool causal) {
+  return causal ? std::clamp<int64_t>(t + (d.S - d.T) + 1, 0, d.S) : d.S;
+}
+
+// s[0..8*NJ) = a . xt[:, 0..8*NJ) for xt [D][Sp]: NJ vectors of keys stay in registers.
+template <int D, int NJ>
+inline void row_dot_block(const float* a, const float* xt, int64_t Sp, float* s) {
+  if constexpr (NJ <= 4) {   // few accumulators: two sets (even/odd c) hide the FMA latency
+    v8 acc[NJ] = {}, acc2[NJ] = {};
+    for (int c = 0; c < D; c += 2) {
+      const v8 a0 = bc(a[c]), a1 = bc(a[c + 1]);
+      const float *x0 = xt + c * Sp, *x1 = x0 + Sp;
+      for (int u = 0; u < NJ; ++u) {
+        acc[u] += a0 * ld(x0 + 8 * u);
+        acc2[u] += a1 * ld(x1 + 8 * u);
+      }
+    }
+    for (int u = 0; u < NJ; ++u) st(s + 8 * u, acc[u] + acc2[u]);
+  } else {
+    v8 acc[NJ] = {};
+    for (int c = 0; c < D; ++c) {
+      const v8 ac = bc(a[c]);
+      const float* x = xt + c * Sp;
+      for (int u = 0; u < NJ; ++u) acc[u] += ac * ld(x + 8 * u);
+    }
+    for (int u = 0; u < NJ; ++u) st(s + 8 * u, acc[u]);
+  }
+}
+
+// s[j] = a . xt[:, j] for j < n (written up to the next multiple of 8), 64 keys at a time.
+template <int D>
+void row_dot(const float* a, const float* xt, int64_t Sp, int64_t n, float* s) {
+  for (int64_t j0 = 0; j0 < n; j0 += 64) {
+    const float* x = xt + j0;
+    float* out = s + j0;
+    switch (std::min<int64_t>(8, (n - j0 + 7) / 8)) {
+      case 1: row_dot_block<D, 1>(a, x, Sp, out); break;
+      case 2: row_dot_block<D, 2>(a, x, Sp, out); break;
+      case 3: row_dot_block<D, 3>(a, x, Sp, out); break;
+      case 4: row_dot_block<D, 4>(a, x, Sp, out); break;
+      case 5: row_dot_block<D, 5>(a, x, Sp, out); break;
+      case 6: row_dot_block<D, 6>(a, x, Sp, out); break;
+      case 7: row_dot_block<D, 7>(a, x, Sp, out); break;
+      default: row_dot_block<D, 8>(a, x, Sp, out); break;
+    }
+  }
+}
+
+// out[0..D) = sum_{j<n} w[j] * rows[j*D..], two accumulator sets (even/odd j).
+template <int D>
+inline void weighted_rows(const float* w, const float* rows, int64_t n, v8 (&out)[D / 8]) {
+  constexpr int NV = D / 8;
+  v8 acc[NV] = {}, acc2[NV] = {};
+  int64_t j = 0;
+  for (; j + 1 < n; j += 2) {
+    const v8 w0 = bc(w[j]), w1 = bc(w[j + 1]);
+    const float* r = rows + j * D;
+    for (int u = 0; u < NV; ++u) {
+      acc[u] += w0 * ld(r + 8 * u);
+      acc2[u] += w1 * ld(r + D + 8 * u);
+    }
+  }
+  if (j < n) {
+    const v8 w0 = bc(w[j]);
+    for (int u = 0; u < NV; ++u) acc[u] += w0 * ld(rows + j * D + 8 * u);
+  }
+  for (int u = 0; u < NV; ++u) out[u] = acc[u] + acc2[u];
+}
+
+// This (batch, kv head)'s rows of X, transposed to xt [D][Sp] (Sp = S rounded up to 8) and/or
+// copied contiguous to rows [S][D]; either may be nullptr.
+template <int D>
+void gather_kv(const float* X, const Dims& d, int64_t b, int64_t kh, float* xt, float* rows) {
+  const int64_t Sp = (d.S + 7) / 8 * 8;
+  for (int64_t j = 0; j < d.S; ++j) {
+    const float* xj = X + ((b * d.S + j) * d.K + kh) * D;
+    if (xt)
+      for (int c = 0; c < D; ++c) xt[c * Sp + j] = xj[c];
+    if (rows) std::memcpy(rows + j * D, xj, D * sizeof(float));
+  }
+}
+
+template <int D>
+void fwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, const float* Q,
+              const float* K, const float* V, float* O, float* L) {
+  constexpr int NV = D / 8;
+  const int64_t S = d.S, Sp = (S + 7) / 8 * 8, G = d.H / d.K;
+  std::vector<float> kt(D * Sp, 0.f), vv(S * D), s(Sp);
+  gather_kv<D>(K, d, b, kh, kt.data(), nullptr);
+  gather_kv<D>(V, d, b, kh, nullptr, vv.data());
+  float qs[D];
+  for (int64_t h = kh * G; h < (kh + 1) * G; ++h) {
+    for (int64_t t = 0; t < d.T; ++t) {
+      const int64_t n = n_visible(t, d, causal), row = ((b * d.T + t) * d.H + h) * D;
+      float* lse = L + (b * d.H + h) * d.T + t;
+      if (n == 0) {   // sees no key: o = 0 (lse is never read for such rows)
+        std::fill(O + row, O + row + D, 0.f);
+        *lse = 0.f;
+        continue;
+      }
+      for (int c = 0; c < D; ++c) qs[c] = Q[row + c] * scale;
+      row_dot<D>(qs, kt.data(), Sp, n, s.data());
+      float m = s[0];
+      for (int64_t j = 1; j < n; ++j) m = std::max(m, s[j]);
+      float l = 0.f;
+      for (int64_t j = 0; j < n; ++j) {
+        s[j] = expf(s[j] - m);
+        l += s[j];
+      }
+      v8 o[NV];
+      weighted_rows<D>(s.data(), vv.data(), n, o);
+      const v8 inv = bc(1.f / l);
+      for (int u = 0; u < NV; ++u) st(O + row + 8 * u, o[u] * inv);
+      *lse = m + logf(l);
+    }
+  }
+}
+
+template <int D>
+void bwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, const float* Q,
+              const float* K, const float* V, const float* O, const float* L, const float* DO,
+              float* DQ, float* DK, float* DV) {
+  constexpr int NV = D / 8, TB = 16;   // rows per block: dK, dV are read and written once a block
+  const int64_t S = d.S, Sp = (S + 7) / 8 * 8, G = d.H / d.K;
+  std::vector<float> kt(D * Sp, 0.f), vt(D * Sp, 0.f), kk(S * D), p(TB * Sp), ds(TB * Sp),
+      qb(TB * D), db(TB * D), dka(S * D, 0.f), dva(S * D, 0.f);
+  gather_kv<D>(K, d, b, kh, kt.data(), kk.data());
+  gather_kv<D>(V, d, b, kh, vt.data(), nullptr);
+  float qs[D];
+  for (int64_t h = kh * G; h < (kh + 1) * G; ++h) {
+    for (int64_t t0 = 0; t0 < d.T; t0 += TB) {
+      const int rows = std::min<int64_t>(TB, d.T - t0);
+      const int64_t nmax = n_visible(t0 + rows - 1, d, causal);
+      // Per row: P and dS = P * (dP - rowsum(dO * O)) * scale, and dQ = dS K.
+      for (int r = 0; r < rows; ++r) {
+        const int64_t t = t0 + r, n = n_visible(t, d, causal), row = ((b * d.T + t) * d.H + h) * D;
+        const float *qt = Q + row, *ot = O + row, *dot = DO + row;
+        float *pr = p.data() + r * Sp, *dsr = ds.data() + r * Sp;
+        std::memcpy(qb.data() + r * D, qt, D * sizeof(float));
+        std::memcpy(db.data() + r * D, dot, D * sizeof(float));
+        if (n > 0) {
+          for (int c = 0; c < D; ++c) qs[c] = qt[c] * scale;
+          v8 di = {};
+          for (int u = 0; u < NV; ++u) di += ld(dot + 8 * u) * ld(ot + 8 * u);
+          float delta = 0.f;
+          for (int i = 0; i < 8; ++i) delta += di[i];
+          row_dot<D>(qs, kt.data(), Sp, n, pr);
+          row_dot<D>(dot, vt.data(), Sp, n, dsr);
+          const float lse = L[(b * d.H + h) * d.T + t];
+          for (int64_t j = 0; j < n; ++j) {
+            const float pj = expf(pr[j] - lse);
+            pr[j] = pj;
+            dsr[j] = pj * (dsr[j] - delta) * scale;
+          }
+        }
+        std::fill(pr + n, pr + nmax, 0.f);   // keys this row does not see, up to the block's last
+        std::fill(dsr + n, dsr + nmax, 0.f);
+        v8 dq[NV];
+        weighted_rows<D>(dsr, kk.data(), n, dq);
+        for (int u = 0; u < NV; ++u) st(DQ + row + 8 * u, dq[u]);
+      }
+      // dK_j += sum_r dS[r,j] q_r and dV_j += sum_r P[r,j] dO_r over the block's rows.
+      for (int64_t j = 0; j < nmax; ++j) {
+        v8 ak[NV] = {}, av[NV] = {};
+        for (int r = 0; r < rows; ++r) {
+          const v8 dsj = bc(ds[r * Sp + j]), pj = bc(p[r * Sp + j]);
+          const float *qr = qb.data() + r * D, *dr = db.data() + r * D;
+          for (int u = 0; u < NV; ++u) {
+            ak[u] += dsj * ld(qr + 8 * u);
+            av[u] += pj * ld(dr + 8 * u);
+          }
+        }
+        float *dkj = dka.data() + j * D, *dvj = dva.data() + j * D;
+        for (int u = 0; u < NV; ++u) {
+          st(dkj + 8 * u, ld(dkj + 8 * u) + ak[u]);
+          st(dvj + 8 * u, ld(dvj + 8 * u) + av[u]);
+        }
+      }
+    }
+  }
+  for (int64_t j = 0; j < S; ++j) {
+    std::memcpy(DK + ((b * S + j) * d.K + kh) * D, dka.data() + j * D, D * sizeof(float));
+    std::memcpy(DV + ((b * S + j) * d.K + kh) * D, dva.data() + j * D, D * sizeof(float));
+  }
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using OutF32 = ffi::ResultBuffer<ffi::F32>;
+
+// Shapes are checked in cpu.py before tracing; these checks guard direct FFI callers.
+ffi::Error dims_of(const F32& q, const F32& k, Dims& d) {
+  auto qd = q.dimensions();
+  auto kd = k.dimensions();
+  if (qd.size() != 4 || kd.size() != 4 || qd[0] != kd[0] || qd[3] != kd[3] || kd[2] == 0 ||
+      qd[2] % kd[2] != 0)
+    return ffi::Error::InvalidArgument("seqzoo cpu attention: want q [B,T,H,D], k/v [B,S,K,D], K | H");
+  d = Dims{qd[0], qd[1], qd[2], kd[1], kd[2], qd[3]};
+  return ffi::Error::Success();
+}
+
+#define SEQZOO_FOR_HEAD_DIM(D_, CALL)                                                          \
+  switch (D_) {                                                                                \
+    case 8: { constexpr int D = 8; CALL; } break;                                              \
+    case 16: { constexpr int D = 16; CALL; } break;                                            \
+    case 32: { constexpr int D = 32; CALL; } break;                                            \
+    case 64: { constexpr int D = 64; CALL; } break;                                            \
+    case 128: { constexpr int D = 128; CALL; } break;                                          \
+    default: return ffi::Error::InvalidArgument("seqzoo cpu attention: head_dim not in 8..128"); \
+  }
+
+ffi::Error Fwd(ffi::ThreadPool pool, F32 q, F32 k, F32 v, OutF32 o, OutF32 lse, float scale,
+               bool causal) {
+  Dims dd;
+  if (ffi::Error e = dims_of(q, k, dd); e.failure()) return e;
+  const float *Q = q.typed_data(), *K = k.typed_data(), *V = v.typed_data();
+  float *O = o->typed_data(), *L = lse->typed_data();
+  SEQZOO_FOR_HEAD_DIM(dd.D, parallel_for(pool, dd.B * dd.K, [=](int64_t i) {
+    fwd_task<D>(dd, i / dd.K, i % dd.K, scale, causal, Q, K, V, O, L);
+  }));
+  return ffi::Error::Success();
+}
+
+ffi::Error Bwd(ffi::ThreadPool pool, F32 q, F32 k, F32 v, F32 o, F32 lse, F32 dout, OutF32 dq,
+               OutF32 dk, OutF32 dv, float scale, bool causal) {
+  Dims dd;
+  if (ffi::Error e = dims_of(q, k, dd); e.failure()) return e;
+  const float *Q = q.typed_data(), *K = k.typed_data(), *V = v.typed_data(), *O = o.typed_data(),
+              *L = lse.typed_data(), *DO = dout.typed_data();
+  float *DQ = dq->typed_data(), *DK = dk->typed_data(), *DV = dv->typed_data();
+  SEQZOO_FOR_HEAD_DIM(dd.D, parallel_for(pool, dd.B * dd.K, [=](int64_t i) {
+    bwd_task<D>(dd, i / dd.K, i % dd.K, scale, causal, Q, K, V, O, L, DO, DQ, DK, DV);
+  }));
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(seqzoo_attention_fwd, Fwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>()
+                                  .Attr<float>("scale").Attr<bool>("causal"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(seqzoo_attention_bwd, Bwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<float>("scale").Attr<bool>("causal"));
