@@ -125,6 +125,13 @@ inline void weighted_rows(const float* w, const float* rows, int64_t n, v8 (&out
   for (int u = 0; u < NV; ++u) out[u] = acc[u] + acc2[u];
 }
 
+// Per-thread scratch that only grows: no allocation per task or call. Carved into arrays.
+float* scratch(size_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
 // This (batch, kv head)'s rows of X, transposed to xt [D][Sp] (Sp = S rounded up to 8) and/or
 // copied contiguous to rows [S][D]; either may be nullptr.
 template <int D>
@@ -136,6 +143,8 @@ void gather_kv(const float* X, const Dims& d, int64_t b, int64_t kh, float* xt, 
       for (int c = 0; c < D; ++c) xt[c * Sp + j] = xj[c];
     if (rows) std::memcpy(rows + j * D, xj, D * sizeof(float));
   }
+  if (xt)   // padding keys: read by the last vector of a row, never used; keep them finite
+    for (int c = 0; c < D; ++c) std::fill(xt + c * Sp + d.S, xt + (c + 1) * Sp, 0.f);
 }
 
 template <int D>
@@ -143,9 +152,10 @@ void fwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, co
               const float* K, const float* V, float* O, float* L) {
   constexpr int NV = D / 8;
   const int64_t S = d.S, Sp = (S + 7) / 8 * 8, G = d.H / d.K;
-  std::vector<float> kt(D * Sp, 0.f), vv(S * D), s(Sp);
-  gather_kv<D>(K, d, b, kh, kt.data(), nullptr);
-  gather_kv<D>(V, d, b, kh, nullptr, vv.data());
+  float* kt = scratch(D * Sp + S * D + Sp);
+  float *vv = kt + D * Sp, *s = vv + S * D;
+  gather_kv<D>(K, d, b, kh, kt, nullptr);
+  gather_kv<D>(V, d, b, kh, nullptr, vv);
   float qs[D];
   for (int64_t h = kh * G; h < (kh + 1) * G; ++h) {
     for (int64_t t = 0; t < d.T; ++t) {
@@ -157,7 +167,7 @@ void fwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, co
         continue;
       }
       for (int c = 0; c < D; ++c) qs[c] = Q[row + c] * scale;
-      row_dot<D>(qs, kt.data(), Sp, n, s.data());
+      row_dot<D>(qs, kt, Sp, n, s);
       float m = s[0];
       for (int64_t j = 1; j < n; ++j) m = std::max(m, s[j]);
       float l = 0.f;
@@ -166,7 +176,7 @@ void fwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, co
         l += s[j];
       }
       v8 o[NV];
-      weighted_rows<D>(s.data(), vv.data(), n, o);
+      weighted_rows<D>(s, vv, n, o);
       const v8 inv = bc(1.f / l);
       for (int u = 0; u < NV; ++u) st(O + row + 8 * u, o[u] * inv);
       *lse = m + logf(l);
@@ -180,10 +190,12 @@ void bwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, co
               float* DQ, float* DK, float* DV) {
   constexpr int NV = D / 8, TB = 16;   // rows per block: dK, dV are read and written once a block
   const int64_t S = d.S, Sp = (S + 7) / 8 * 8, G = d.H / d.K;
-  std::vector<float> kt(D * Sp, 0.f), vt(D * Sp, 0.f), kk(S * D), p(TB * Sp), ds(TB * Sp),
-      qb(TB * D), db(TB * D), dka(S * D, 0.f), dva(S * D, 0.f);
-  gather_kv<D>(K, d, b, kh, kt.data(), kk.data());
-  gather_kv<D>(V, d, b, kh, vt.data(), nullptr);
+  float* kt = scratch(2 * D * Sp + 3 * S * D + 2 * TB * Sp + 2 * TB * D);
+  float *vt = kt + D * Sp, *kk = vt + D * Sp, *dka = kk + S * D, *dva = dka + S * D,
+        *p = dva + S * D, *ds = p + TB * Sp, *qb = ds + TB * Sp, *db = qb + TB * D;
+  std::fill(dka, dka + 2 * S * D, 0.f);   // dka and dva
+  gather_kv<D>(K, d, b, kh, kt, kk);
+  gather_kv<D>(V, d, b, kh, vt, nullptr);
   float qs[D];
   for (int64_t h = kh * G; h < (kh + 1) * G; ++h) {
     for (int64_t t0 = 0; t0 < d.T; t0 += TB) {
@@ -193,17 +205,17 @@ void bwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, co
       for (int r = 0; r < rows; ++r) {
         const int64_t t = t0 + r, n = n_visible(t, d, causal), row = ((b * d.T + t) * d.H + h) * D;
         const float *qt = Q + row, *ot = O + row, *dot = DO + row;
-        float *pr = p.data() + r * Sp, *dsr = ds.data() + r * Sp;
-        std::memcpy(qb.data() + r * D, qt, D * sizeof(float));
-        std::memcpy(db.data() + r * D, dot, D * sizeof(float));
+        float *pr = p + r * Sp, *dsr = ds + r * Sp;
+        std::memcpy(qb + r * D, qt, D * sizeof(float));
+        std::memcpy(db + r * D, dot, D * sizeof(float));
         if (n > 0) {
           for (int c = 0; c < D; ++c) qs[c] = qt[c] * scale;
           v8 di = {};
           for (int u = 0; u < NV; ++u) di += ld(dot + 8 * u) * ld(ot + 8 * u);
           float delta = 0.f;
           for (int i = 0; i < 8; ++i) delta += di[i];
-          row_dot<D>(qs, kt.data(), Sp, n, pr);
-          row_dot<D>(dot, vt.data(), Sp, n, dsr);
+          row_dot<D>(qs, kt, Sp, n, pr);
+          row_dot<D>(dot, vt, Sp, n, dsr);
           const float lse = L[(b * d.H + h) * d.T + t];
           for (int64_t j = 0; j < n; ++j) {
             const float pj = expf(pr[j] - lse);
@@ -214,7 +226,7 @@ void bwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, co
         std::fill(pr + n, pr + nmax, 0.f);   // keys this row does not see, up to the block's last
         std::fill(dsr + n, dsr + nmax, 0.f);
         v8 dq[NV];
-        weighted_rows<D>(dsr, kk.data(), n, dq);
+        weighted_rows<D>(dsr, kk, n, dq);
         for (int u = 0; u < NV; ++u) st(DQ + row + 8 * u, dq[u]);
       }
       // dK_j += sum_r dS[r,j] q_r and dV_j += sum_r P[r,j] dO_r over the block's rows.
@@ -222,13 +234,13 @@ void bwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, co
         v8 ak[NV] = {}, av[NV] = {};
         for (int r = 0; r < rows; ++r) {
           const v8 dsj = bc(ds[r * Sp + j]), pj = bc(p[r * Sp + j]);
-          const float *qr = qb.data() + r * D, *dr = db.data() + r * D;
+          const float *qr = qb + r * D, *dr = db + r * D;
           for (int u = 0; u < NV; ++u) {
             ak[u] += dsj * ld(qr + 8 * u);
             av[u] += pj * ld(dr + 8 * u);
           }
         }
-        float *dkj = dka.data() + j * D, *dvj = dva.data() + j * D;
+        float *dkj = dka + j * D, *dvj = dva + j * D;
         for (int u = 0; u < NV; ++u) {
           st(dkj + 8 * u, ld(dkj + 8 * u) + ak[u]);
           st(dvj + 8 * u, ld(dvj + 8 * u) + av[u]);
@@ -237,8 +249,8 @@ void bwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, co
     }
   }
   for (int64_t j = 0; j < S; ++j) {
-    std::memcpy(DK + ((b * S + j) * d.K + kh) * D, dka.data() + j * D, D * sizeof(float));
-    std::memcpy(DV + ((b * S + j) * d.K + kh) * D, dva.data() + j * D, D * sizeof(float));
+    std::memcpy(DK + ((b * S + j) * d.K + kh) * D, dka + j * D, D * sizeof(float));
+    std::memcpy(DV + ((b * S + j) * d.K + kh) * D, dva + j * D, D * sizeof(float));
   }
 }
 
