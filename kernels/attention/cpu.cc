@@ -56,6 +56,9 @@ void parallel_for(ffi::ThreadPool& pool, int64_t n, F f) {
 
 struct Dims { int64_t B, T, H, S, K, D; };
 
+// Keys padded to a multiple of 16: rows of the transposed keys stay cache-line aligned.
+inline int64_t padded(int64_t S) { return (S + 15) / 16 * 16; }
+
 inline int64_t n_visible(int64_t t, const Dims& d, bool causal) {
   return causal ? std::clamp<int64_t>(t + (d.S - d.T) + 1, 0, d.S) : d.S;
 }
@@ -125,38 +128,90 @@ inline void weighted_rows(const float* w, const float* rows, int64_t n, v8 (&out
   for (int u = 0; u < NV; ++u) out[u] = acc[u] + acc2[u];
 }
 
-// Per-thread scratch that only grows: no allocation per task or call. Carved into arrays.
+// Per-thread scratch that only grows: no allocation per task or call. 64-byte aligned (a cache
+// line), and carved into arrays whose sizes are multiples of 16 floats, so that no vector load
+// straddles two lines.
 float* scratch(size_t n) {
   thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
+  if (buf.size() < n + 16) buf.resize(n + 16);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<float*>((p + 63) & ~uintptr_t{63});
 }
 
-// This (batch, kv head)'s rows of X, transposed to xt [D][Sp] (Sp = S rounded up to 8) and/or
+// acc[j] += sum_{r<rows} w[r*Sp + j] * x[r] (rows of D) for j < n, two keys at a time so that
+// each x[r] is loaded once for both.
+template <int D>
+inline void add_outer(const float* w, int64_t Sp, const float* x, int rows, int64_t n, float* acc) {
+  constexpr int NV = D / 8;
+  for (int64_t j = 0; j < n; j += 2) {
+    const bool pair = j + 1 < n;
+    v8 a0[NV] = {}, a1[NV] = {};
+    for (int r = 0; r < rows; ++r) {
+      const v8 w0 = bc(w[r * Sp + j]), w1 = bc(pair ? w[r * Sp + j + 1] : 0.f);
+      for (int u = 0; u < NV; ++u) {
+        const v8 xv = ld(x + r * D + 8 * u);
+        a0[u] += w0 * xv;
+        a1[u] += w1 * xv;
+      }
+    }
+    for (int u = 0; u < NV; ++u) st(acc + j * D + 8 * u, ld(acc + j * D + 8 * u) + a0[u]);
+    if (pair)
+      for (int u = 0; u < NV; ++u) st(acc + (j + 1) * D + 8 * u, ld(acc + (j + 1) * D + 8 * u) + a1[u]);
+  }
+}
+
+// In-register transpose of an 8x8 tile: r[i][k] becomes r[k][i].
+inline void transpose8(v8 (&r)[8]) {
+  typedef int v8i __attribute__((vector_size(32)));
+  v8 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {   // interleave row pairs
+    t[i] = __builtin_shuffle(r[i], r[i + 1], (v8i){0, 8, 1, 9, 4, 12, 5, 13});
+    t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (v8i){2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int i = 0; i < 8; i += 4)     // u[i + 2k], u[i + 2k + 1]: columns 2k, 2k + 1 (and + 4)
+    for (int k = 0; k < 2; ++k) {
+      u[i + 2 * k] = __builtin_shuffle(t[i + k], t[i + k + 2], (v8i){0, 1, 8, 9, 4, 5, 12, 13});
+      u[i + 2 * k + 1] = __builtin_shuffle(t[i + k], t[i + k + 2], (v8i){2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  for (int k = 0; k < 4; ++k) {      // join the 128-bit halves
+    r[k] = __builtin_shuffle(u[k], u[k + 4], (v8i){0, 1, 2, 3, 8, 9, 10, 11});
+    r[k + 4] = __builtin_shuffle(u[k], u[k + 4], (v8i){4, 5, 6, 7, 12, 13, 14, 15});
+  }
+}
+
+// This (batch, kv head)'s rows of X, transposed to xt [D][Sp] (Sp = padded(S)) and/or
 // copied contiguous to rows [S][D]; either may be nullptr.
 template <int D>
 void gather_kv(const float* X, const Dims& d, int64_t b, int64_t kh, float* xt, float* rows) {
-  const int64_t Sp = (d.S + 7) / 8 * 8;
-  for (int64_t j = 0; j < d.S; ++j) {
-    const float* xj = X + ((b * d.S + j) * d.K + kh) * D;
-    if (xt)
-      for (int c = 0; c < D; ++c) xt[c * Sp + j] = xj[c];
-    if (rows) std::memcpy(rows + j * D, xj, D * sizeof(float));
-  }
-  if (xt)   // padding keys: read by the last vector of a row, never used; keep them finite
-    for (int c = 0; c < D; ++c) std::fill(xt + c * Sp + d.S, xt + (c + 1) * Sp, 0.f);
+  const int64_t Sp = padded(d.S);
+  auto x = [&](int64_t j) { return X + ((b * d.S + j) * d.K + kh) * D; };
+  if (rows)
+    for (int64_t j = 0; j < d.S; ++j) std::memcpy(rows + j * D, x(j), D * sizeof(float));
+  if (!xt) return;
+  int64_t j0 = 0;
+  for (; j0 + 8 <= d.S; j0 += 8)   // 8x8 tiles through registers
+    for (int c0 = 0; c0 < D; c0 += 8) {
+      v8 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = ld(x(j0 + i) + c0);
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) st(xt + (c0 + i) * Sp + j0, r[i]);
+    }
+  for (int64_t j = j0; j < d.S; ++j)
+    for (int c = 0; c < D; ++c) xt[c * Sp + j] = x(j)[c];
+  // padding keys: read by the last vector of a row, never used; keep them finite
+  for (int c = 0; c < D; ++c) std::fill(xt + c * Sp + d.S, xt + (c + 1) * Sp, 0.f);
 }
 
 template <int D>
 void fwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, const float* Q,
               const float* K, const float* V, float* O, float* L) {
   constexpr int NV = D / 8;
-  const int64_t S = d.S, Sp = (S + 7) / 8 * 8, G = d.H / d.K;
-  float* kt = scratch(D * Sp + S * D + Sp);
-  float *vv = kt + D * Sp, *s = vv + S * D;
+  const int64_t S = d.S, Sp = padded(S), G = d.H / d.K;
+  float* kt = scratch(2 * D * Sp + Sp);   // sizes multiples of 16: see scratch()
+  float *vv = kt + D * Sp, *s = vv + Sp * D;
   gather_kv<D>(K, d, b, kh, kt, nullptr);
   gather_kv<D>(V, d, b, kh, nullptr, vv);
-  float qs[D];
+  alignas(64) float qs[D];
   for (int64_t h = kh * G; h < (kh + 1) * G; ++h) {
     for (int64_t t = 0; t < d.T; ++t) {
       const int64_t n = n_visible(t, d, causal), row = ((b * d.T + t) * d.H + h) * D;
@@ -189,14 +244,14 @@ void bwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, co
               const float* K, const float* V, const float* O, const float* L, const float* DO,
               float* DQ, float* DK, float* DV) {
   constexpr int NV = D / 8, TB = 16;   // rows per block: dK, dV are read and written once a block
-  const int64_t S = d.S, Sp = (S + 7) / 8 * 8, G = d.H / d.K;
-  float* kt = scratch(2 * D * Sp + 3 * S * D + 2 * TB * Sp + 2 * TB * D);
-  float *vt = kt + D * Sp, *kk = vt + D * Sp, *dka = kk + S * D, *dva = dka + S * D,
-        *p = dva + S * D, *ds = p + TB * Sp, *qb = ds + TB * Sp, *db = qb + TB * D;
-  std::fill(dka, dka + 2 * S * D, 0.f);   // dka and dva
+  const int64_t S = d.S, Sp = padded(S), G = d.H / d.K;
+  float* kt = scratch(5 * D * Sp + 2 * TB * Sp + 2 * TB * D);   // sizes multiples of 16
+  float *vt = kt + D * Sp, *kk = vt + D * Sp, *dka = kk + Sp * D, *dva = dka + Sp * D,
+        *p = dva + Sp * D, *ds = p + TB * Sp, *qb = ds + TB * Sp, *db = qb + TB * D;
+  std::fill(dka, dka + 2 * Sp * D, 0.f);   // dka and dva
   gather_kv<D>(K, d, b, kh, kt, kk);
   gather_kv<D>(V, d, b, kh, vt, nullptr);
-  float qs[D];
+  alignas(64) float qs[D];
   for (int64_t h = kh * G; h < (kh + 1) * G; ++h) {
     for (int64_t t0 = 0; t0 < d.T; t0 += TB) {
       const int rows = std::min<int64_t>(TB, d.T - t0);
@@ -229,23 +284,8 @@ void bwd_task(const Dims& d, int64_t b, int64_t kh, float scale, bool causal, co
         weighted_rows<D>(dsr, kk, n, dq);
         for (int u = 0; u < NV; ++u) st(DQ + row + 8 * u, dq[u]);
       }
-      // dK_j += sum_r dS[r,j] q_r and dV_j += sum_r P[r,j] dO_r over the block's rows.
-      for (int64_t j = 0; j < nmax; ++j) {
-        v8 ak[NV] = {}, av[NV] = {};
-        for (int r = 0; r < rows; ++r) {
-          const v8 dsj = bc(ds[r * Sp + j]), pj = bc(p[r * Sp + j]);
-          const float *qr = qb + r * D, *dr = db + r * D;
-          for (int u = 0; u < NV; ++u) {
-            ak[u] += dsj * ld(qr + 8 * u);
-            av[u] += pj * ld(dr + 8 * u);
-          }
-        }
-        float *dkj = dka + j * D, *dvj = dva + j * D;
-        for (int u = 0; u < NV; ++u) {
-          st(dkj + 8 * u, ld(dkj + 8 * u) + ak[u]);
-          st(dvj + 8 * u, ld(dvj + 8 * u) + av[u]);
-        }
-      }
+      add_outer<D>(ds, Sp, qb, rows, nmax, dka);   // dK_j += sum_r dS[r,j] q_r
+      add_outer<D>(p, Sp, db, rows, nmax, dva);    // dV_j += sum_r P[r,j] dO_r
     }
   }
   for (int64_t j = 0; j < S; ++j) {
