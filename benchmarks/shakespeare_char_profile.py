@@ -8,8 +8,9 @@ Two views of the config's own compiled step (its CPU set-up, as train.py resolve
 1. Trace. --steps steps under jax.profiler with XLA:CPU's per-op trace events on; each op's time is
    given to the model part that emitted it, read from the optimised HLO's op_name metadata
    (forward / backward x embeddings, attention projections, attention kernel, MLP, norms, loss,
-   optimizer), and to its kind (dot, copy/transpose, reduction, other elementwise). Times are summed
-   over the XLA threads, per step; the profiler itself slows the step, so read the shares.
+   optimizer), and to its kind (dot, copy/transpose, reduction, C++ kernel, other elementwise).
+   Times are summed over the XLA threads, per step; the profiler itself slows the step, so read
+   the shares.
 2. Ablation (wall time, the profiler off). The step as it is, against the same step with the
    attention kernel replaced by a nearly free stand-in (q plus k + v summed over the KV heads): the
    difference is what the kernel costs in wall time. Windows of 25 steps alternate between the two;
@@ -61,6 +62,8 @@ def kind_of(event: str) -> str:
     return "collectives"
   if event.startswith(("ynn_fusion", "dot")):
     return "dots"
+  if event.startswith("custom-call"):
+    return "C++ kernels"
   if "copy" in event or "transpose" in event:
     return "copies/transposes"
   return "reductions" if "reduce" in event else "elementwise"
