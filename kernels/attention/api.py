@@ -2,10 +2,10 @@
 
 impl="auto" on CPU: the C++ kernel (cpu.cc via XLA's FFI) for the calls it covers (float32, causal
 or not, no segment ids / window / softcap, one device: cpu.covers), else the jnp path below.
-impl="xla" (and "auto" on CPU otherwise): the blockwise FlashAttention-2 jnp path (reference.blockwise):
-linear memory, and on this CPU faster than the materialised attention for fwd+bwd at every length
-measured (T = 64..4096; forward-only is within ~0.7-1.1x at T <= 512), so there is no short-T switch
-(benchmarks/bench_attention.py, docs/kernels_attention.md).
+impl="xla" (and "auto" on CPU otherwise): the blockwise FlashAttention-2 jnp path
+(reference.blockwise): linear memory, and on this CPU faster than the materialised attention for
+fwd+bwd at every length measured (T = 64..4096; forward-only is within ~0.7-1.1x at T <= 512), so
+there is no short-T switch (benchmarks/bench_attention.py, docs/kernels_attention.md).
 impl="pallas" / "auto" on TPU and CUDA: the Pallas kernels (pallas_tpu.py / pallas_gpu.py) inside a
 custom_vjp whose backward is their FA2 backward kernels; "interpret" runs the TPU kernels on CPU.
 """

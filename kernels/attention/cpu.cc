@@ -25,7 +25,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// GCC/Clang vector extensions: 8 floats (one AVX register; two SSE registers elsewhere).
+// GCC vector extensions: 8 floats (one AVX register; two SSE registers elsewhere).
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
 inline v8 ld(const float* p) { return *reinterpret_cast<const v8u*>(p); }
@@ -154,9 +154,10 @@ inline void add_outer(const float* w, int64_t Sp, const float* x, int rows, int6
         a1[u] += w1 * xv;
       }
     }
-    for (int u = 0; u < NV; ++u) st(acc + j * D + 8 * u, ld(acc + j * D + 8 * u) + a0[u]);
+    float *acc0 = acc + j * D, *acc1 = acc0 + D;
+    for (int u = 0; u < NV; ++u) st(acc0 + 8 * u, ld(acc0 + 8 * u) + a0[u]);
     if (pair)
-      for (int u = 0; u < NV; ++u) st(acc + (j + 1) * D + 8 * u, ld(acc + (j + 1) * D + 8 * u) + a1[u]);
+      for (int u = 0; u < NV; ++u) st(acc1 + 8 * u, ld(acc1 + 8 * u) + a1[u]);
   }
 }
 
@@ -168,10 +169,11 @@ inline void transpose8(v8 (&r)[8]) {
     t[i] = __builtin_shuffle(r[i], r[i + 1], (v8i){0, 8, 1, 9, 4, 12, 5, 13});
     t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (v8i){2, 10, 3, 11, 6, 14, 7, 15});
   }
+  const v8i lo = {0, 1, 8, 9, 4, 5, 12, 13}, hi = {2, 3, 10, 11, 6, 7, 14, 15};
   for (int i = 0; i < 8; i += 4)     // u[i + 2k], u[i + 2k + 1]: columns 2k, 2k + 1 (and + 4)
     for (int k = 0; k < 2; ++k) {
-      u[i + 2 * k] = __builtin_shuffle(t[i + k], t[i + k + 2], (v8i){0, 1, 8, 9, 4, 5, 12, 13});
-      u[i + 2 * k + 1] = __builtin_shuffle(t[i + k], t[i + k + 2], (v8i){2, 3, 10, 11, 6, 7, 14, 15});
+      u[i + 2 * k] = __builtin_shuffle(t[i + k], t[i + k + 2], lo);
+      u[i + 2 * k + 1] = __builtin_shuffle(t[i + k], t[i + k + 2], hi);
     }
   for (int k = 0; k < 4; ++k) {      // join the 128-bit halves
     r[k] = __builtin_shuffle(u[k], u[k + 4], (v8i){0, 1, 2, 3, 8, 9, 10, 11});
@@ -303,7 +305,8 @@ ffi::Error dims_of(const F32& q, const F32& k, Dims& d) {
   auto kd = k.dimensions();
   if (qd.size() != 4 || kd.size() != 4 || qd[0] != kd[0] || qd[3] != kd[3] || kd[2] == 0 ||
       qd[2] % kd[2] != 0)
-    return ffi::Error::InvalidArgument("seqzoo cpu attention: want q [B,T,H,D], k/v [B,S,K,D], K | H");
+    return ffi::Error::InvalidArgument(
+        "seqzoo cpu attention: want q [B,T,H,D], k/v [B,S,K,D] with K | H");
   d = Dims{qd[0], qd[1], qd[2], kd[1], kd[2], qd[3]};
   return ffi::Error::Success();
 }
