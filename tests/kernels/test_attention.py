@@ -178,6 +178,7 @@ def test_auto_gives_the_cpu_kernel_only_what_it_covers():
     assert not targets(attention, q, k, v)
   # vmapped: the kernel runs once per vmapped slice
   qkv = [jnp.stack([x, 2 * x]) for x in (q, k, v)]
+  assert targets(jax.vmap(attention), *qkv) == {cpu.FWD}
   got = jax.jit(jax.vmap(attention))(*qkv)
   want = jax.vmap(lambda *a: attention(*a, impl="xla"))(*qkv)
   np.testing.assert_allclose(got, want, atol=3e-6)
