@@ -5,9 +5,9 @@ not, GQA, head_dim 8/16/32/64/128, no segment ids / window / softcap, static sha
 more than one device (XLA would replicate a custom call's operands; such runs keep the jnp path).
 Everything else, and hosts without a C++ compiler, take the jnp path (`reference.blockwise`).
 
-The shared library is compiled once per (source, flags, jaxlib, CPU flags) with `$CXX` (default
-g++) into `$SEQZOO_CACHE` (default ~/.cache/seqzoo); -march=native, so a cache shared between
-different CPUs keeps one file per CPU. A failed build warns once and falls back.
+The shared library is compiled once per (source, command, jax version, what -march=native means to
+the compiler here) with `$CXX` (default g++) into `$SEQZOO_CACHE` (default ~/.cache/seqzoo), so a
+cache shared between different CPUs keeps one file per CPU. A failed build warns once and falls back.
 """
 from __future__ import annotations
 
@@ -29,34 +29,33 @@ from kernels._attn_common import Spec
 
 SOURCE = pathlib.Path(__file__).with_name("cpu.cc")
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c++17")
+LIBS = ("-lmvec",)   # glibc's vector math: the vectorised expf
 HEAD_DIMS = (8, 16, 32, 64, 128)
 FWD, BWD = "seqzoo_attention_fwd", "seqzoo_attention_bwd"
 
 
-def _cpu_flags() -> str:
-  f = pathlib.Path("/proc/cpuinfo")
-  for line in (f.read_text().splitlines() if f.exists() else ()):
-    if line.startswith("flags"):
-      return line
-  return ""
+def _run(cmd: list[str], **kw) -> str:
+  r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+  if r.returncode:
+    raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+  return r.stdout
 
 
 def build(cxx: str, cache: pathlib.Path) -> pathlib.Path:
   """Compiles cpu.cc (if not cached) and returns the shared library's path; raises on failure."""
-  key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join((cxx,) + FLAGS).encode(),
-                                   jax.__version__.encode(), _cpu_flags().encode()]))
+  if shutil.which(cxx) is None:
+    raise RuntimeError(f"no C++ compiler {cxx!r} on PATH (set CXX)")
+  # The compiler's predefined macros under -march=native (__AVX2__, __AVX512F__, ...): the target.
+  target = _run([cxx, "-march=native", "-dM", "-E", "-x", "c++", "-"], input="")
+  key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join((cxx,) + FLAGS + LIBS),
+                                  jax.__version__, target]).encode())
   so = cache / f"attention_cpu-{key.hexdigest()[:16]}.so"
   if so.exists():
     return so
-  if shutil.which(cxx) is None:
-    raise RuntimeError(f"no C++ compiler {cxx!r} on PATH (set CXX)")
   cache.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=cache) as tmp:   # build aside, then rename: atomic
     out = pathlib.Path(tmp) / so.name
-    cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(out), "-lmvec"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode:
-      raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    _run([cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(out), *LIBS])
     os.replace(out, so)
   return so
 
