@@ -98,6 +98,8 @@ class DataConfig:
   val_fraction: float = 0.1        # text: the last fraction of each file is validation
   seq_len: int = 256               # T
   pack: bool = False               # pack documents with segment ids instead of one token stream
+  sampling: str = "epochs"         # train windows: epochs (stride T, each epoch a permutation) |
+                                   # random (nanoGPT's: i.i.d. uniformly random token offsets)
   num_workers: int = 0             # grain worker processes (0 = in-process)
 
 
@@ -161,6 +163,7 @@ CHOICES = {
     "model.matmul_dtype": ("", "float32", "bfloat16"),
     "data.source": ("stdlib", "text", "tokens", "arrayrecord"),
     "data.tokenizer": ("byte", "char", "bpe"),
+    "data.sampling": ("epochs", "random"),
     "train.schedule": ("cosine", "linear", "constant"),
 }
 

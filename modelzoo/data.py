@@ -15,7 +15,9 @@ Examples (T = data.seq_len), the same pytree in both modes:
               segment_ids number the windows of a row 1, 2, 3, ... (0 = padding), positions restart at 0 in
               each. Every target is the next token of its own document, so no target crosses a document
               boundary; padding has weight 0.
-train: an endless stream of epochs, each a fresh seeded permutation of the examples; val: in order, once.
+train: an endless stream of epochs, each a fresh seeded permutation of the examples; or, with
+  data.sampling=random (nanoGPT's get_batch), windows at i.i.d. uniformly random token offsets, seeded by
+  position in the stream; val: in order, once (always the stride-T windows).
 The pipeline is a grain MapDataset of batches (random access by batch index), so the iterator state is one
 integer, the number of batches already returned, and each process computes only its own batches.
 """
@@ -215,18 +217,19 @@ def _memmap_bin(f: Path) -> np.ndarray:
 # costs ~60us, so the grain element is a batch, not a sequence).
 
 class Windows:
-  """Example i = the stream's tokens [i*T, i*T + T + 1): the next window starts at this one's last input."""
+  """Example i = the stream's tokens [i*stride, i*stride + T + 1): every window of T+1 tokens that starts at
+  a multiple of `stride` (stride T: consecutive windows share one token, each target is seen once)."""
 
-  def __init__(self, tokens: np.ndarray, seq_len: int):
-    self.tokens, self.T = tokens, seq_len
-    self._n = max(0, (len(tokens) - 1) // seq_len)
+  def __init__(self, tokens: np.ndarray, seq_len: int, stride: int):
+    self.tokens, self.T, self.stride = tokens, seq_len, stride
+    self._n = max(0, (len(tokens) - 1 - seq_len) // stride + 1)
 
   def __len__(self) -> int:
     return self._n
 
   def gather(self, idx_b: np.ndarray) -> dict:
     b, T = len(idx_b), self.T
-    w_bT1 = np.asarray(self.tokens[idx_b[:, None] * T + np.arange(T + 1)], np.int32)
+    w_bT1 = np.asarray(self.tokens[idx_b[:, None] * self.stride + np.arange(T + 1)], np.int32)
     return {"inputs": np.ascontiguousarray(w_bT1[:, :-1]), "targets": np.ascontiguousarray(w_bT1[:, 1:]),
             "weights": np.ones((b, T), np.float32),
             "segment_ids": np.ones((b, T), np.int32),
@@ -296,30 +299,33 @@ def pack_best_fit(lengths: list[int], capacity: int) -> list[list[int]]:
 class Batches:
   """Random access to batches: batch k = the examples at stream positions [k*b, (k+1)*b).
 
-  train (seed given): the stream is endless epochs, each a permutation of the examples drawn from a numpy
-  Generator seeded with (seed, epoch); a batch may straddle two epochs. val (seed None): in order.
+  train (seed given): the stream is endless blocks, block e drawn from a numpy Generator seeded with
+  (seed, e): a permutation of the examples (an epoch), or with iid=True `IID_BLOCK` examples drawn
+  uniformly with replacement (nanoGPT's sampling); a batch may straddle two blocks. val (seed None): in order.
   """
+  IID_BLOCK = 1 << 16
 
-  def __init__(self, examples, batch_size: int, n_batches: int, seed: int | None):
-    self.examples, self.b, self.n_batches, self.seed = examples, batch_size, n_batches, seed
-    self._cache: tuple = ()     # ((epoch, perm), ...), replaced whole: a racing thread only recomputes
+  def __init__(self, examples, batch_size: int, n_batches: int, seed: int | None, iid: bool = False):
+    self.examples, self.b, self.n_batches, self.seed, self.iid = examples, batch_size, n_batches, seed, iid
+    self.block = min(len(examples), self.IID_BLOCK) if iid else len(examples)
+    self._cache: tuple = ()     # ((block, examples), ...), replaced whole: a racing thread only recomputes
 
   def __len__(self) -> int:
     return self.n_batches
 
-  def _perm(self, epoch: int) -> np.ndarray:
-    for e, perm in self._cache:
-      if e == epoch:
-        return perm
-    perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
-    self._cache = (self._cache + ((epoch, perm),))[-2:]    # a batch touches at most two epochs
-    return perm
+  def _draw(self, e: int) -> np.ndarray:
+    for cached, idx in self._cache:
+      if cached == e:
+        return idx
+    rng, n = np.random.default_rng([self.seed, e]), len(self.examples)
+    idx = rng.integers(0, n, self.block) if self.iid else rng.permutation(n)
+    self._cache = (self._cache + ((e, idx),))[-2:]    # a batch touches at most two blocks
+    return idx
 
   def __getitem__(self, k: int) -> dict:
-    n = len(self.examples)
-    epoch_i, idx_i = np.divmod(np.arange(k * self.b, (k + 1) * self.b, dtype=np.int64), n)
+    block_i, idx_i = np.divmod(np.arange(k * self.b, (k + 1) * self.b, dtype=np.int64), self.block)
     if self.seed is not None:
-      idx_i = np.concatenate([self._perm(int(e))[idx_i[epoch_i == e]] for e in np.unique(epoch_i)])
+      idx_i = np.concatenate([self._draw(int(e))[idx_i[block_i == e]] for e in np.unique(block_i)])
     return self.examples.gather(idx_i)
 
 
@@ -343,14 +349,21 @@ def build_dataset(cfg: DataConfig, tok, split: str, *, batch_size: int, seed: in
   if cfg.seq_len < 1:
     raise ConfigError(f"data.seq_len={cfg.seq_len} must be > 0")
   sp = _token_split(cfg, tok, split)
-  examples = Packed(sp.tokens, sp.bounds, cfg.seq_len) if cfg.pack else Windows(sp.tokens, cfg.seq_len)
+  iid = split == "train" and cfg.sampling == "random"
+  if cfg.pack:
+    if iid:
+      raise ConfigError(f"data.sampling={cfg.sampling!r} needs data.pack=false (packed rows hold "
+                        "whole windows of documents)")
+    examples = Packed(sp.tokens, sp.bounds, cfg.seq_len)
+  else:
+    examples = Windows(sp.tokens, cfg.seq_len, stride=1 if iid else cfg.seq_len)
   n, global_batch = len(examples), batch_size * process_count
   where = f"the {split} split of data.source={cfg.source!r} (data.path={cfg.path!r})"
   if split == "train":
     if n == 0:
       raise ConfigError(f"{where} has {len(sp.tokens)} tokens: not one sequence of "
                         f"data.seq_len+1={cfg.seq_len + 1}")
-    batches = Batches(examples, batch_size, sys.maxsize // global_batch * process_count, seed)
+    batches = Batches(examples, batch_size, sys.maxsize // global_batch * process_count, seed, iid)
   else:
     if n < global_batch:
       raise ConfigError(f"{where} has {n} sequences of data.seq_len={cfg.seq_len}, fewer than one "

@@ -65,6 +65,36 @@ def test_train_epoch_is_a_permutation_then_reshuffled(tmp_path):
   assert order[:n] != list(range(n)) and order[:n] != order[n:2 * n]
 
 
+def test_random_sampling_is_nanogpts(tmp_path, monkeypatch):
+  # nanoGPT's get_batch: start ~ U{0, ..., N-T-1}, inputs = stream[s:s+T], targets = stream[s+1:s+T+1].
+  monkeypatch.setattr(data.Batches, "IID_BLOCK", 50)        # so batches straddle blocks here
+  text, T, b = _text(4000), 16, 6
+  cfg = _text_cfg(tmp_path, text, seq_len=T, sampling="random")
+  stream = np.frombuffer(text[:3600].encode(), np.uint8).astype(np.int32)
+  starts = {stream[i:i + T].tobytes(): i for i in range(len(stream) - T)}
+  assert len(starts) == len(stream) - T                      # no repeated window in this random text
+  batches = _take(data.build_dataset(cfg, BYTE, "train", batch_size=b, seed=5), 100)
+  s = np.array([starts[r.tobytes()] for x in batches for r in x["inputs"]])
+  for k, x in enumerate(batches):
+    np.testing.assert_array_equal(x["targets"], stream[s[k * b:(k + 1) * b, None] + 1 + np.arange(T)])
+  assert 0 <= s.min() < 100 and len(stream) - T - 100 < s.max() <= len(stream) - T - 1
+  assert (s % T != 0).mean() > 0.8 and len(set(s.tolist())) > 0.8 * len(s)   # any offset, mostly new
+  assert abs(s.mean() / (len(stream) - T - 1) - 0.5) < 0.05                 # uniform: mean 0.5 +- 4 sd
+  # Deterministic, resumable mid-block, and val keeps the in-order stride-T windows.
+  it = data.build_dataset(cfg, BYTE, "train", batch_size=b, seed=5)
+  _take(it, 37)
+  fresh = data.build_dataset(cfg, BYTE, "train", batch_size=b, seed=5)
+  fresh.set_state(json.loads(json.dumps(it.get_state())))
+  for x, y in zip(_take(fresh, 20), batches[37:57]):
+    np.testing.assert_array_equal(x["inputs"], y["inputs"])
+  val = next(data.build_dataset(cfg, BYTE, "val", batch_size=b, seed=5))
+  np.testing.assert_array_equal(val["inputs"][1], np.frombuffer(text[3600 + T:3600 + 2 * T].encode(),
+                                                                 np.uint8))
+  with pytest.raises(ConfigError, match="data.sampling='random' needs data.pack=false"):
+    data.build_dataset(_text_cfg(tmp_path, text, sampling="random", pack=True), BYTE, "train",
+                       batch_size=b, seed=0)
+
+
 def test_determinism_and_resume(tmp_path):
   cfg = _text_cfg(tmp_path, _text(3000), seq_len=8)
   kw = dict(batch_size=4, seed=7)
@@ -85,10 +115,11 @@ def test_determinism_and_resume(tmp_path):
       np.testing.assert_array_equal(x["inputs"], y["inputs"])
 
 
-@pytest.mark.parametrize("split,pack", [("train", False), ("val", False), ("train", True)])
-def test_process_shards_partition_the_global_batch(tmp_path, split, pack):
+@pytest.mark.parametrize("split,pack,sampling", [("train", False, "epochs"), ("val", False, "epochs"),
+                                                 ("train", True, "epochs"), ("train", False, "random")])
+def test_process_shards_partition_the_global_batch(tmp_path, split, pack, sampling):
   docs = "".join(_text(int(n), seed=i) + "\n\n" for i, n in enumerate(np.linspace(3, 90, 60)))
-  cfg = _text_cfg(tmp_path, docs * 3, seq_len=8, pack=pack)
+  cfg = _text_cfg(tmp_path, docs * 3, seq_len=8, pack=pack, sampling=sampling)
   b, P, steps = 2, 3, 4
   single = _take(data.build_dataset(cfg, BYTE, split, batch_size=b * P, seed=3), steps)
   shards = [_take(data.build_dataset(cfg, BYTE, split, batch_size=b, seed=3, process_index=p,
@@ -98,7 +129,7 @@ def test_process_shards_partition_the_global_batch(tmp_path, split, pack):
       np.testing.assert_array_equal(np.concatenate([s[k][key] for s in shards]), single[k][key])
   # Every example index appears once across processes: rows in one epoch are distinct windows.
   rows = {r.tobytes() for s in shards for batch in s for r in batch["inputs"]}
-  assert len(rows) == steps * b * P
+  assert len(rows) == steps * b * P or sampling == "random"    # (random: drawn with replacement)
   # Val: every process runs the same number of batches.
   if split == "val":
     counts = [len(list(data.build_dataset(cfg, BYTE, "val", batch_size=b, seed=0, process_index=p,
