@@ -19,8 +19,9 @@ operands with float32 accumulation (activations, softmax, norms and the optimize
 in nanoGPT, on one JAX device (bfloat16 dots ran 1.35x slower than float32 on an AMD EPYC without
 bfloat16 units, and two devices 1.1x slower than one; CPUs with AVX512-BF16 but no AMX are unmeasured
 and get float32). The resolved values are printed and saved in config.json; override either
-(model.matmul_dtype=..., mesh.cpu_devices=...) to pin it. Measured: val loss 1.8842 at 2000 in 2 min
-(bfloat16, 2 devices, Intel), 1.8881 in 2 min (float32, 1 device, AMD; the same with 2 devices).
+(model.matmul_dtype=..., mesh.cpu_devices=...) to pin it. Measured: val loss 1.8750 at 2000 in 2 min
+(float32, 1 device, AMD); with the stride-T epochs of data.sampling=epochs, 1.8842 (bfloat16, 2 devices,
+Intel) and 1.8881 (float32, AMD, 1 or 2 devices).
 `python benchmarks/shakespeare_char.py` measures tokens/s against nanoGPT.
 """
 from pathlib import Path
