@@ -350,13 +350,11 @@ def build_dataset(cfg: DataConfig, tok, split: str, *, batch_size: int, seed: in
     raise ConfigError(f"data.seq_len={cfg.seq_len} must be > 0")
   sp = _token_split(cfg, tok, split)
   iid = split == "train" and cfg.sampling == "random"
-  if cfg.pack:
-    if iid:
-      raise ConfigError(f"data.sampling={cfg.sampling!r} needs data.pack=false (packed rows hold "
-                        "whole windows of documents)")
-    examples = Packed(sp.tokens, sp.bounds, cfg.seq_len)
-  else:
-    examples = Windows(sp.tokens, cfg.seq_len, stride=1 if iid else cfg.seq_len)
+  if cfg.pack and iid:
+    raise ConfigError(f"data.sampling={cfg.sampling!r} needs data.pack=false (packed rows hold "
+                      "whole windows of documents)")
+  examples = (Packed(sp.tokens, sp.bounds, cfg.seq_len) if cfg.pack
+              else Windows(sp.tokens, cfg.seq_len, stride=1 if iid else cfg.seq_len))
   n, global_batch = len(examples), batch_size * process_count
   where = f"the {split} split of data.source={cfg.source!r} (data.path={cfg.path!r})"
   if split == "train":
