@@ -21,12 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-import flax
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 import modelzoo
 from configs import base
@@ -36,141 +32,19 @@ from modelzoo import data as data_lib
 from modelzoo import distributed
 from modelzoo import metrics as metrics_lib
 from modelzoo import tokenize
-from modelzoo.checkpoint import Checkpointer, CheckpointError, abstract_like
+from modelzoo.checkpoint import Checkpointer, CheckpointError
+from training.step import (BATCH_DTYPES, TrainState, batch_spec, decay_mask, init_state,  # noqa: F401
+                           jit_train_step, loss_sums, make_eval_step, make_optimizer, make_schedule,
+                           make_train_step)
 
 log = logging.getLogger("seqzoo")
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: dict
-  opt_state: optax.OptState
-  rng: jax.Array
-  bad_steps: jax.Array           # consecutive non-finite updates skipped
-  skipped: jax.Array             # all non-finite updates skipped so far
 
 
 class Stopped(RuntimeError):
   """Too many non-finite updates in a row: the last good state was saved; exit code 3."""
 
 
-# ------------------------------------------------------------------------------------------------
-# Optimizer, loss, step.
-
-def make_schedule(t: base.TrainConfig):
-  decay_steps = max(t.steps - t.warmup_steps, 1)
-  warm = optax.linear_schedule(0.0, t.lr, max(t.warmup_steps, 1))
-  if t.schedule == "cosine":
-    decay = optax.cosine_decay_schedule(t.lr, decay_steps, alpha=t.min_lr / t.lr)
-  elif t.schedule == "linear":
-    decay = optax.linear_schedule(t.lr, t.min_lr, decay_steps)
-  else:
-    decay = optax.constant_schedule(t.lr)
-  return optax.join_schedules([warm, decay], [t.warmup_steps])
-
-
-def decay_mask(params):
-  """Weight decay on matmul weights and embeddings only (not biases, norms), like nanoGPT."""
-  flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict(
-      {k: k[-1] in ("kernel", "embedding") for k in flat})
-
-
-def make_optimizer(t: base.TrainConfig):
-  schedule = make_schedule(t)
-  adamw = optax.adamw(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
-                      mask=decay_mask)
-  tx = optax.chain(optax.clip_by_global_norm(t.clip_norm), adamw) if t.clip_norm else adamw
-  return tx, schedule
-
-
-def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False):
-  """Sums over the batch of token cross-entropy, of the z-loss term, and of the token weights."""
-  logits_BTV = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                           batch["segment_ids"] if pack else None).astype(jnp.float32)
-  lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
-  target_BT = jnp.take_along_axis(logits_BTV, batch["targets"][..., None], axis=-1)[..., 0]
-  w_BT = batch["weights"]
-  return ((lse_BT - target_BT) * w_BT).sum(), z_loss * (lse_BT**2 * w_BT).sum(), w_BT.sum()
-
-
-def make_train_step(model, tx, schedule, cfg: base.Config):
-  t, A = cfg.train, cfg.train.grad_accum
-
-  def objective(params, batch):
-    ce, z, w = loss_sums(model, params, batch, t.z_loss, cfg.data.pack)
-    return ce + z, (ce, w)
-
-  grad_fn = jax.value_and_grad(objective, has_aux=True)
-
-  def train_step(state: TrainState, batch):
-    if A == 1:
-      (_, (ce, w)), grads = grad_fn(state.params, batch)
-    else:
-      # Micro-batch a takes rows a, a+A, ...: every device keeps an equal share of each micro-batch.
-      micro = jax.tree.map(lambda x: x.reshape(-1, A, *x.shape[1:]).swapaxes(0, 1), batch)
-
-      def accumulate(carry, mb):
-        (_, (ce_i, w_i)), g_i = grad_fn(state.params, mb)
-        g, ce, w = carry
-        return (jax.tree.map(jnp.add, g, g_i), ce + ce_i, w + w_i), None
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (grads, ce, w), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), micro)
-    w = jnp.maximum(w, 1.0)
-    grads = jax.tree.map(lambda g: g / w, grads)
-    loss, grad_norm = ce / w, optax.tree.norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    # A non-finite loss or gradient skips the update inside the step (no host sync needed).
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-    bad = jnp.where(ok, 0, state.bad_steps + 1)
-    new = TrainState(step=state.step + 1, params=keep(params, state.params),
-                     opt_state=keep(opt_state, state.opt_state), rng=state.rng,
-                     bad_steps=bad, skipped=state.skipped + (~ok).astype(jnp.int32))
-    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
-               "skipped": 1.0 - ok.astype(jnp.float32), "skipped_total": new.skipped,
-               "bad_steps": bad}
-    return new, metrics
-
-  return train_step
-
-
-def make_eval_step(model, cfg: base.Config):
-  def eval_step(params, batch):
-    ce, _, w = loss_sums(model, params, batch, 0.0, cfg.data.pack)
-    return ce, w
-  return eval_step
-
-
-# ------------------------------------------------------------------------------------------------
-# Setup shared with eval.py.
-
-def init_state(model, tx, cfg: base.Config, mesh):
-  """Params and optimizer state created directly with their shardings (never on one device)."""
-  T = cfg.data.seq_len
-
-  def init_fn(rng):
-    params = model.init(rng, jnp.zeros((1, T), jnp.int32))["params"]
-    zero = jnp.zeros((), jnp.int32)
-    return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng,
-                      bad_steps=zero, skipped=zero)
-
-  rng = jax.random.PRNGKey(cfg.train.seed)
-  boxed = jax.eval_shape(init_fn, rng)
-  shardings = sharding.shardings(boxed, mesh)
-  abstract = abstract_like(nn.unbox(boxed), shardings)
-  make = jax.jit(lambda r: nn.unbox(init_fn(r)), out_shardings=shardings)
-  return make, rng, abstract, shardings
-
-
-BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "weights": jnp.float32,
-                "segment_ids": jnp.int32, "positions": jnp.int32}
-
-
-def batch_sharding(mesh):
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+batch_sharding = sharding.batch_sharding   # kept here for eval.py, benchmarks and tests
 
 
 def to_global(local_batch: dict, sharding_):
@@ -301,20 +175,18 @@ def main(argv=None) -> int:
     return 0
   start, state, data_state = ckpt.restore(abstract_state)
   if state is None:
-    state, start = make_state(rng), 0
+    with sharding.activate(mesh):   # traced on the mesh: kernels in init run per shard too
+      state, start = make_state(rng), 0
   else:
     train_it.set_state(data_state)
     log.info("resumed from step %d (%s)", start, ckpt.dir)
   n_params = metrics_lib.param_count(state.params)
 
   # --- The step, compiled ahead of time: shapes, memory and FLOPs are known before step 1.
-  batch_spec = {k: jax.ShapeDtypeStruct((t.batch_size, cfg.data.seq_len), dt, sharding=b_sh)
-                for k, dt in BATCH_DTYPES.items()}
   with sharding.activate(mesh):
-    step_fn = jax.jit(make_train_step(model, tx, schedule, cfg), donate_argnums=(0,),
-                      in_shardings=(state_sh, b_sh), out_shardings=(state_sh, None))
+    step_fn = jit_train_step(model, tx, schedule, cfg, state_sh, b_sh)
     t0 = time.time()
-    compiled = step_fn.lower(abstract_state, batch_spec).compile()
+    compiled = step_fn.lower(abstract_state, batch_spec(cfg, b_sh)).compile()
     eval_fn = jax.jit(make_eval_step(model, cfg), in_shardings=(state_sh.params, b_sh))
   mem = compiled.memory_analysis()
   flops_tok = modelzoo.flops_per_token(cfg.model, n_params, cfg.data.seq_len)

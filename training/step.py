@@ -1,0 +1,147 @@
+"""The train step shared by train.py (the loop), eval.py and training/aot.py (compile for a topology).
+
+`jit_train_step` is THE step: the loop runs it and `--aot` compiles it, with the same shardings,
+donation and batch spec, so what is compiled ahead of time is what runs.
+"""
+from __future__ import annotations
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from configs import base
+from layers import sharding
+from modelzoo.checkpoint import abstract_like
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict
+  opt_state: optax.OptState
+  rng: jax.Array
+  bad_steps: jax.Array           # consecutive non-finite updates skipped
+  skipped: jax.Array             # all non-finite updates skipped so far
+
+
+def make_schedule(t: base.TrainConfig):
+  decay_steps = max(t.steps - t.warmup_steps, 1)
+  warm = optax.linear_schedule(0.0, t.lr, max(t.warmup_steps, 1))
+  if t.schedule == "cosine":
+    decay = optax.cosine_decay_schedule(t.lr, decay_steps, alpha=t.min_lr / t.lr)
+  elif t.schedule == "linear":
+    decay = optax.linear_schedule(t.lr, t.min_lr, decay_steps)
+  else:
+    decay = optax.constant_schedule(t.lr)
+  return optax.join_schedules([warm, decay], [t.warmup_steps])
+
+
+def decay_mask(params):
+  """Weight decay on matmul weights and embeddings only (not biases, norms), like nanoGPT."""
+  flat = flax.traverse_util.flatten_dict(params)
+  return flax.traverse_util.unflatten_dict(
+      {k: k[-1] in ("kernel", "embedding") for k in flat})
+
+
+def make_optimizer(t: base.TrainConfig):
+  schedule = make_schedule(t)
+  adamw = optax.adamw(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
+                      mask=decay_mask)
+  tx = optax.chain(optax.clip_by_global_norm(t.clip_norm), adamw) if t.clip_norm else adamw
+  return tx, schedule
+
+
+def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False):
+  """Sums over the batch of token cross-entropy, of the z-loss term, and of the token weights."""
+  logits_BTV = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                           batch["segment_ids"] if pack else None).astype(jnp.float32)
+  lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
+  target_BT = jnp.take_along_axis(logits_BTV, batch["targets"][..., None], axis=-1)[..., 0]
+  w_BT = batch["weights"]
+  return ((lse_BT - target_BT) * w_BT).sum(), z_loss * (lse_BT**2 * w_BT).sum(), w_BT.sum()
+
+
+def make_train_step(model, tx, schedule, cfg: base.Config):
+  t, A = cfg.train, cfg.train.grad_accum
+
+  def objective(params, batch):
+    ce, z, w = loss_sums(model, params, batch, t.z_loss, cfg.data.pack)
+    return ce + z, (ce, w)
+
+  grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+  def train_step(state: TrainState, batch):
+    if A == 1:
+      (_, (ce, w)), grads = grad_fn(state.params, batch)
+    else:
+      # Micro-batch a takes rows a, a+A, ...: every device keeps an equal share of each micro-batch.
+      micro = jax.tree.map(lambda x: x.reshape(-1, A, *x.shape[1:]).swapaxes(0, 1), batch)
+
+      def accumulate(carry, mb):
+        (_, (ce_i, w_i)), g_i = grad_fn(state.params, mb)
+        g, ce, w = carry
+        return (jax.tree.map(jnp.add, g, g_i), ce + ce_i, w + w_i), None
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grads, ce, w), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), micro)
+    w = jnp.maximum(w, 1.0)
+    grads = jax.tree.map(lambda g: g / w, grads)
+    loss, grad_norm = ce / w, optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    # A non-finite loss or gradient skips the update inside the step (no host sync needed).
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    bad = jnp.where(ok, 0, state.bad_steps + 1)
+    new = TrainState(step=state.step + 1, params=keep(params, state.params),
+                     opt_state=keep(opt_state, state.opt_state), rng=state.rng,
+                     bad_steps=bad, skipped=state.skipped + (~ok).astype(jnp.int32))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
+               "skipped": 1.0 - ok.astype(jnp.float32), "skipped_total": new.skipped,
+               "bad_steps": bad}
+    return new, metrics
+
+  return train_step
+
+
+def make_eval_step(model, cfg: base.Config):
+  def eval_step(params, batch):
+    ce, _, w = loss_sums(model, params, batch, 0.0, cfg.data.pack)
+    return ce, w
+  return eval_step
+
+
+def init_state(model, tx, cfg: base.Config, mesh):
+  """Params and optimizer state created directly with their shardings (never on one device)."""
+  T = cfg.data.seq_len
+
+  def init_fn(rng):
+    params = model.init(rng, jnp.zeros((1, T), jnp.int32))["params"]
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng,
+                      bad_steps=zero, skipped=zero)
+
+  rng = jax.random.PRNGKey(cfg.train.seed)
+  boxed = jax.eval_shape(init_fn, rng)
+  shardings = sharding.shardings(boxed, mesh)
+  abstract = abstract_like(nn.unbox(boxed), shardings)
+  make = jax.jit(lambda r: nn.unbox(init_fn(r)), out_shardings=shardings)
+  return make, rng, abstract, shardings
+
+
+BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "weights": jnp.float32,
+                "segment_ids": jnp.int32, "positions": jnp.int32}
+
+
+def batch_spec(cfg: base.Config, b_sh) -> dict:
+  """The global batch as the compiled step sees it: [B, T] arrays split over data x fsdp."""
+  shape_BT = (cfg.train.batch_size, cfg.data.seq_len)
+  return {k: jax.ShapeDtypeStruct(shape_BT, dt, sharding=b_sh) for k, dt in BATCH_DTYPES.items()}
+
+
+def jit_train_step(model, tx, schedule, cfg: base.Config, state_sh, b_sh):
+  """The jitted step: the state is donated (updated in place), the metrics come back replicated.
+  Lower it under `sharding.activate(mesh)` so the layers' logical constraints apply."""
+  return jax.jit(make_train_step(model, tx, schedule, cfg), donate_argnums=(0,),
+                 in_shardings=(state_sh, b_sh), out_shardings=(state_sh, None))
