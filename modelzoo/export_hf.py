@@ -22,6 +22,7 @@ import numpy as np
 from safetensors import numpy as st_np
 
 from configs.base import ConfigError, ModelConfig
+from modelzoo.export_io import save_file
 
 GPT2_ACT = {False: "gelu_new", True: "gelu"}        # our gelu_exact -> HF activation_function
 # seqzoo's tokenizers have no BOS/EOS ids; HF's class defaults (GPT-2: 50256) may not exist here.
@@ -276,7 +277,7 @@ def write_dir(out, config: dict, tensors: dict) -> None:
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   (out / "config.json").write_text(json.dumps(config, indent=2))
-  st_np.save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+  save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
 
 
 def read_dir(src) -> tuple[dict, dict]:

@@ -24,11 +24,10 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors import numpy as st_np
 
 import modelzoo
 from configs import base
-from modelzoo.export_io import flatten, unflatten
+from modelzoo.export_io import flatten, save_file, unflatten
 
 
 def export_forward(model_cfg, params, seq_len: int, platforms=None) -> jax.export.Exported:
@@ -92,7 +91,7 @@ def write(out: Path, cfg: base.Config, params, seq_len: int, batch: int, cache_l
     (out / "cache.json").write_text(json.dumps(
         {k: {"shape": list(v.shape), "dtype": np.dtype(v.dtype).name} for k, v in spec.items()},
         indent=1))
-  st_np.save_file(flatten(params), out / "params.safetensors", metadata={"format": "seqzoo"})
+  save_file(flatten(params), out / "params.safetensors", metadata={"format": "seqzoo"})
   manifest = {
       "forward": {"file": "forward.jax_export", "args": ["params", f"tokens int32[b, {seq_len}]"],
                   "returns": f"logits float32[b, {seq_len}, {cfg.model.vocab_size}]"},

@@ -11,6 +11,7 @@ file is the tree exactly as the model holds it (scanned layers keep their leadin
 from __future__ import annotations
 
 import json
+import os
 import pprint
 import shutil
 from pathlib import Path
@@ -117,12 +118,21 @@ def restore_params(workdir: Path, step: int | None = None, param_dtype: str | No
 # ---------------------------------------------------------------------------------------------
 # The flat safetensors format (ours).
 
+def save_file(tensors: dict, path: Path, metadata: dict) -> None:
+  """safetensors' save_file, but with the mode of any other new file (0644 under umask 022):
+  save_file creates owner-only files (0600), and an export is usually meant to be shared."""
+  st_np.save_file(tensors, path, metadata=metadata)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path, 0o666 & ~umask)
+
+
 def save_safetensors(out: Path, params, cfg: base.Config, workdir: Path | None = None,
                      meta: dict | None = None) -> Path:
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  st_np.save_file(flatten(jax.device_get(params)), out / WEIGHTS,
-                  metadata={"format": "seqzoo", **{k: str(v) for k, v in (meta or {}).items()}})
+  save_file(flatten(jax.device_get(params)), out / WEIGHTS,
+            metadata={"format": "seqzoo", **{k: str(v) for k, v in (meta or {}).items()}})
   (out / "config.json").write_text(base.to_json(cfg))
   copy_tokenizer(workdir, out)
   return out

@@ -1,12 +1,12 @@
 """export.py: safetensors / HF / StableHLO round trips give the same logits; restores onto another
 mesh and dtype; imported runs continue training; models HF cannot express are refused clearly."""
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import jax
@@ -183,60 +183,84 @@ def test_hf_refusals_name_the_setting():
 
 
 # ---------------------------------------------------------------------------------------------
-# Hugging Face transformers (the optional [hf] extra).
+# Hugging Face transformers (the optional [hf] extra), run by tests/hf_worker.py in a subprocess:
+# transformers imports the PyPI package `kernels`, which seqzoo's kernels/ shadows on our sys.path.
 
-try:
-  import torch
-  import transformers
-  HF_MISSING = None
-except ImportError as e:                    # printed in pytest's warnings summary, then skipped
-  HF_MISSING = f"the [hf] extra (transformers, torch) is not installed: {e}"
-  warnings.warn(f"test_export HF round trips skipped: {HF_MISSING}")
+HF_MISSING = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+needs_hf = pytest.mark.skipif(bool(HF_MISSING), reason=f"the [hf] extra is not installed (no "
+                              f"{', '.join(HF_MISSING)}): pip install -e '.[hf]'")
+REPO = Path(__file__).resolve().parents[1]
 
 
-def random_hf_model(arch: str):
-  torch.manual_seed(0)
-  if arch == "gpt2":
-    c = transformers.GPT2Config(vocab_size=256, n_positions=32, n_embd=32, n_layer=2, n_head=4,
-                                n_inner=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                bos_token_id=0, eos_token_id=0)
-    model = transformers.GPT2LMHeadModel(c)
-  else:
-    c = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64,
-                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                 max_position_embeddings=64, rms_norm_eps=1e-6,
-                                 rope_parameters=dict(rope_type="default", rope_theta=500000.0))
-    model = transformers.LlamaForCausalLM(c)
-  with torch.no_grad():                     # every tensor random: norms and biases are tested too
-    for p in model.parameters():
-      p.copy_(torch.randn_like(p) * 0.2 + (p == 1).all())
-  return model.eval()
+def hf_worker(tmp_path, *args):
+  """tests/hf_worker.py with the repo off sys.path: -P, cwd outside the repo, no PYTHONPATH."""
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  r = subprocess.run([sys.executable, "-P", str(REPO / "tests" / "hf_worker.py"), *map(str, args)],
+                     cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
 
 
-def hf_logits(model, x):
-  with torch.no_grad():
-    return model(torch.as_tensor(x, dtype=torch.long)).logits.numpy()
+@needs_hf
+def test_transformers_sees_its_own_kernels_package(tmp_path):
+  # Fails if the worker's process ever finds seqzoo's kernels/ (the shadowing of issue 15) again.
+  hf_worker(tmp_path, "probe", tmp_path / "probe.json")
+  probe = json.loads((tmp_path / "probe.json").read_text())
+  assert not Path(probe["kernels"]).resolve().is_relative_to(REPO), probe
+  assert not any(p and Path(p).resolve() == REPO for p in probe["sys_path"]), probe["sys_path"]
 
 
-@pytest.mark.skipif(HF_MISSING is not None, reason=str(HF_MISSING))
+def test_export_never_imports_transformers(tmp_path, corpus):
+  # The export path is numpy + safetensors: a process with the repo on sys.path (python export.py)
+  # can never hit the shadowed import, whatever transformers version is installed.
+  make_run(tmp_path / "run", corpus)
+  code = ("import sys, export; rc = export.main(sys.argv[1:]); "
+          "assert 'transformers' not in sys.modules and 'torch' not in sys.modules; sys.exit(rc)")
+  r = subprocess.run([sys.executable, "-c", code, "--workdir", str(tmp_path / "run"), "--format",
+                      "hf", "--out", str(tmp_path / "hf")], cwd=REPO, capture_output=True, text=True,
+                     timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def test_exported_weights_get_the_folders_file_mode(tmp_path, corpus):
+  # safetensors' save_file writes 0600; a shared export gets the mode of its other files.
+  make_run(tmp_path / "run", corpus)
+  for fmt, weights in (("safetensors", "model.safetensors"), ("hf", "model.safetensors"),
+                       ("stablehlo", "params.safetensors")):
+    out = tmp_path / fmt
+    assert export.main(["--workdir", str(tmp_path / "run"), "--format", fmt, "--out", str(out),
+                        "--cache-len", "16"]) == 0
+    mode = lambda f: (out / f).stat().st_mode & 0o777
+    want = 0o666 & ~_umask()
+    assert mode(weights) == want == mode("config.json" if fmt != "stablehlo" else "manifest.json"), fmt
+
+
+def _umask() -> int:
+  old = os.umask(0)
+  os.umask(old)
+  return old
+
+
+@needs_hf
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_hf_import_and_export_round_trip(tmp_path, corpus, arch, capsys):
-  hf = random_hf_model(arch)
-  hf.save_pretrained(tmp_path / "hf", max_shard_size="40KB")      # several files + an index
-  assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
   x = tokens()
-  ref = hf_logits(hf, x)
+  np.save(tmp_path / "tokens.npy", x)
+  hf_worker(tmp_path, "make", arch, tmp_path / "hf", tmp_path / "tokens.npy", tmp_path / "ref.npz")
+  assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()      # sharded
+  ref = np.load(tmp_path / "ref.npz")
   run = tmp_path / "run"
   assert export.main(["--import", str(tmp_path / "hf"), "--workdir", str(run), "data.source=text",
                       f"data.path={corpus}", *SMALL[6:]]) == 0
   assert "train.py --config" in capsys.readouterr().out
   cfg, _, params = export_io.restore_params(run)
   assert cfg.model.tie_embeddings == (arch == "gpt2")
-  np.testing.assert_allclose(logits(cfg.model, jax.device_get(params), x), ref, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(logits(cfg.model, jax.device_get(params), x), ref["logits"], atol=1e-5,
+                             rtol=0)
   assert export.main(["--workdir", str(run), "--format", "hf", "--out", str(tmp_path / "back")]) == 0
-  cls = transformers.GPT2LMHeadModel if arch == "gpt2" else transformers.LlamaForCausalLM
-  back = cls.from_pretrained(tmp_path / "back").eval()
-  np.testing.assert_allclose(hf_logits(back, x), ref, atol=1e-5, rtol=0)
-  sd, sd_back = hf.state_dict(), back.state_dict()
-  for k, v in sd.items():                   # the layouts are exact: tensors equal bit for bit
-    np.testing.assert_array_equal(sd_back[k].numpy(), v.numpy(), err_msg=k)
+  hf_worker(tmp_path, "load", tmp_path / "back", tmp_path / "tokens.npy", tmp_path / "back.npz")
+  back = np.load(tmp_path / "back.npz")
+  np.testing.assert_allclose(back["logits"], ref["logits"], atol=1e-5, rtol=0)
+  assert sorted(back.files) == sorted(ref.files)
+  for k in ref.files:                       # the layouts are exact: tensors equal bit for bit
+    np.testing.assert_array_equal(back[k], ref[k], err_msg=k)
