@@ -1,6 +1,6 @@
 """Tokens/s of configs/shakespeare_char.py's train step, optionally against nanoGPT, in one run.
 
-    python benchmarks/shakespeare_char.py --data ../shared/data/tinyshakespeare.txt \
+    python benchmarks/shakespeare_char.py --data input.txt \
         [--nanogpt /path/to/nanoGPT --torch-python /path/to/python-with-torch] [--rounds 3 --steps 100]
         [--variant model.scan_layers=false ...]
 

@@ -1,6 +1,6 @@
 """Where the time of configs/shakespeare_char.py's train step goes, on this host.
 
-    python benchmarks/shakespeare_char_profile.py --data ../shared/data/tinyshakespeare.txt \
+    python benchmarks/shakespeare_char_profile.py --data input.txt \
         [--steps 20] [--windows 8] [--variant "model.gelu_exact=true"]
 
 Two views of the config's own compiled step (its CPU set-up, as train.py resolves it):

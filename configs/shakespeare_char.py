@@ -1,6 +1,6 @@
 """nanoGPT's CPU "baby" shakespeare_char run (nanoGPT README, "I only have a macbook"), reproduced.
 
-    python train.py --config configs/shakespeare_char.py data.path=../shared/data/tinyshakespeare.txt
+    python train.py --config configs/shakespeare_char.py data.path=input.txt   (tinyshakespeare: docs/shakespeare_char.md)
 
 4 layers, 4 heads, width 128, block 64, batch 12, dropout 0, AdamW lr 1e-3 (beta2 0.99, weight decay 0.1,
 grad clip 1.0), 100 warmup iters, cosine to 1e-4 over 2000 iters, GPT-2 blocks with nanoGPT's default
