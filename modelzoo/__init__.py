@@ -12,6 +12,9 @@ import importlib
 # A model module may also define
 #   check_config(model_cfg)                      raise ConfigError for impossible settings (pre-compile)
 #   flops_per_token(model_cfg, n_params, seq_len) model FLOPs of one training token (default: decoder's)
+#   kernel_flops_per_token(model_cfg, seq_len)   the part of those inside the kernels (attention,
+#                                                scans): invisible to XLA in a Pallas custom call
+#   layer_unit(model_cfg)                        layers in the unit the stack repeats (default 1)
 REGISTRY = {
     "decoder": "modelzoo.decoder:DecoderLM",          # GPT-2 / Llama style; sigmoid attention
     "dual_stream": "modelzoo.dual_stream:DualStreamLM",
@@ -50,3 +53,16 @@ def flops_per_token(model_cfg, n_params: int, seq_len: int) -> float:
     return mod.flops_per_token(model_cfg, n_params, seq_len)
   from modelzoo.metrics import decoder_flops_per_token
   return decoder_flops_per_token(model_cfg, n_params, seq_len)
+
+
+def kernel_flops_per_token(model_cfg, seq_len: int) -> float:
+  mod, _ = _module(model_cfg)
+  if hasattr(mod, "kernel_flops_per_token"):
+    return mod.kernel_flops_per_token(model_cfg, seq_len)
+  from modelzoo.metrics import decoder_kernel_flops_per_token
+  return decoder_kernel_flops_per_token(model_cfg, seq_len)
+
+
+def layer_unit(model_cfg) -> int:
+  mod, _ = _module(model_cfg)
+  return mod.layer_unit(model_cfg) if hasattr(mod, "layer_unit") else 1

@@ -84,10 +84,21 @@ def flops_per_token(m, n_params: int, seq_len: int) -> float:
   2C(3K + 2V) per token; W S, Q S and the state update K^T V_new cost 6KV.
   """
   n = n_params - (0 if m.tie_embeddings else m.vocab_size * m.d_model)
+  return 6.0 * n + kernel_flops_per_token(m, seq_len)
+
+
+def kernel_flops_per_token(m, seq_len: int) -> float:
+  """The mixers' terms above: the work inside the delta-rule and attention kernels."""
   H, K, T, C = m.n_heads, d_head(m), seq_len, m.dn_chunk
   per = {"D": 3.0 * H * (2 * C * 5 * K + 6 * K * K), "A": 12.0 * H * K * T,
          "S": 12.0 * H * K * min(m.dn_window, T)}
-  return 6.0 * n + sum(per[k] for k in layout(m))
+  return sum(per[k] for k in layout(m))
+
+
+def layer_unit(m) -> int:
+  """Layers in the unit the stack repeats ("DS" for swa; the whole stack for global: no repeat)."""
+  unit_runs = runs(layout(m))
+  return len(unit_runs[0][0]) if len(unit_runs) == 1 else m.n_layers
 
 
 class DeltaNetBlock(nn.Module):

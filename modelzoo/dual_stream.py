@@ -261,4 +261,9 @@ def flops_per_token(m, n_params: int, seq_len: int) -> float:
   H, Dh, Fh = _dims(m)
   layer = (2 * m.d_model ** 2 + n_macs(m.mix_v, H, Dh, Dh) + n_macs(m.mix_o, H, Dh, Dh)
            + n_macs(m.mix_up, H, Dh, Fh) + n_macs(m.mix_down, H, Fh, Dh))
-  return 6.0 * (m.n_layers * layer + m.vocab_size * m.d_model) + 12.0 * m.n_layers * m.d_model * seq_len
+  return 6.0 * (m.n_layers * layer + m.vocab_size * m.d_model) + kernel_flops_per_token(m, seq_len)
+
+
+def kernel_flops_per_token(m, seq_len: int) -> float:
+  """Attention's scores and values (H heads of d_model/H channels), fwd + bwd."""
+  return 12.0 * m.n_layers * m.d_model * seq_len

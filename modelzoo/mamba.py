@@ -106,4 +106,9 @@ def flops_per_token(c, n_params: int, seq_len: int) -> float:
   recurrence does ~3 multiply-adds per state element (decay, input, readout), 6·E·N FLOPs
   forward, times 3 for forward + backward."""
   n = n_params - (0 if c.tie_embeddings else c.vocab_size * c.d_model)
-  return 6.0 * n + 3 * 6.0 * c.n_layers * c.expand * c.d_model * c.d_state
+  return 6.0 * n + kernel_flops_per_token(c, seq_len)
+
+
+def kernel_flops_per_token(c, seq_len: int) -> float:
+  """The selective scan's part (the recurrence above), inside the scan kernel."""
+  return 3 * 6.0 * c.n_layers * c.expand * c.d_model * c.d_state

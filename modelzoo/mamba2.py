@@ -136,10 +136,19 @@ def flops_per_token(c, n_params: int, seq_len: int) -> float:
   """6N (N without the untied input table) + attention 12·H·d_head·T per attention layer
   (decoder convention) + the SSD scan per Mamba-2 layer, forward per token with chunk L:
   C·Bᵀ 2·L·G·N, (C·Bᵀ∘decay)·X 2·L·E, chunk states and their readout 4·E·N; times 3 for training."""
-  pattern = layer_pattern(c)
   n = n_params - (0 if c.tie_embeddings else c.vocab_size * c.d_model)
+  return 6.0 * n + kernel_flops_per_token(c, seq_len)
+
+
+def kernel_flops_per_token(c, seq_len: int) -> float:
+  """The SSD and attention terms above: the work inside the ssd and attention kernels."""
+  pattern = layer_pattern(c)
   E, L, N = c.expand * c.d_model, c.ssm_chunk, c.d_state
   ssd = 3 * (2 * L * c.ssm_groups * N + 2 * L * E + 4 * E * N)
   d_head = c.d_head or c.d_model // c.n_heads
-  return (6.0 * n + pattern.count("M") * ssd
-          + 12.0 * pattern.count("*") * c.n_heads * d_head * seq_len)
+  return pattern.count("M") * ssd + 12.0 * pattern.count("*") * c.n_heads * d_head * seq_len
+
+
+def layer_unit(c) -> int:
+  """Layers in the unit the stack repeats (the whole pattern when it is no repetition)."""
+  return len(unit_of(layer_pattern(c)))

@@ -16,17 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Dense bf16 peak FLOP/s per device, matched against jax's `device_kind` (first substring hit).
-PEAK_FLOPS = (
-    ("TPU v6 lite", 918e12),   # v6e
-    ("TPU v5 lite", 197e12),   # v5e
-    ("TPU v5p", 459e12),
-    ("TPU v5", 459e12),        # v5p reports "TPU v5"
-    ("TPU v4", 275e12),
-    ("H200", 989e12),
-    ("H100", 989e12),
-    ("A100", 312e12),
-)
+from training import hardware
+
+# Dense bf16 peak FLOP/s per device, matched against jax's `device_kind` (first substring hit);
+# the figures and their sources are training/hardware.py's chip table.
+PEAK_FLOPS = tuple((kind, chip.peak_flops) for chip in hardware.CHIPS for kind in chip.kinds)
 
 
 def param_count(params) -> int:
@@ -38,8 +32,13 @@ def decoder_flops_per_token(mcfg, n_params: int, seq_len: int) -> float:
   n = n_params - (mcfg.max_len * mcfg.d_model if mcfg.pos == "learned" else 0)
   if not mcfg.tie_embeddings:
     n -= mcfg.vocab_size * mcfg.d_model     # the untied input table is a lookup too
+  return 6.0 * n + decoder_kernel_flops_per_token(mcfg, seq_len)
+
+
+def decoder_kernel_flops_per_token(mcfg, seq_len: int) -> float:
+  """The attention kernel's part of it: 12·L·H·d_head·T (scores and values, fwd + bwd)."""
   d_head = mcfg.d_head or mcfg.d_model // mcfg.n_heads
-  return 6.0 * n + 12.0 * mcfg.n_layers * mcfg.n_heads * d_head * seq_len
+  return 12.0 * mcfg.n_layers * mcfg.n_heads * d_head * seq_len
 
 
 def device_peak_flops(device=None) -> tuple[float, str]:
