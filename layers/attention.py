@@ -16,7 +16,10 @@ import kernels
 from layers.embed import rope
 from layers.dense import Dense
 from layers.norm import Norm
+from layers import sharding
 from layers.sharding import constrain
+
+BTHD = ("batch", "length", "act_heads", None)   # the kernels' q, k, v, o on a mesh
 
 
 class Attention(nn.Module):
@@ -66,17 +69,25 @@ class Attention(nn.Module):
       q_BTHD, k_BTKD, v_BTKD = (a.astype(mm) for a in (q_BTHD, k_BTKD, v_BTKD))
     if self.decode:
       o_BTHD = self._decode(q_BTHD, k_BTKD, v_BTKD, positions_BT, logit_scale)
-    elif self.kind == "sigmoid":
-      o_BTHD = kernels.sigmoid_attention(q_BTHD, k_BTKD, v_BTKD, bias=self.sigmoid_bias,
-                                         causal=True, segment_ids=segment_ids_BT,
-                                         window=self.window, impl=self.impl)
     else:
-      o_BTHD = kernels.attention(q_BTHD, k_BTKD, v_BTKD, causal=True, segment_ids=segment_ids_BT,
-                                 window=self.window, logit_scale=logit_scale, impl=self.impl)
+      o_BTHD = self._attend(q_BTHD, k_BTKD, v_BTKD, segment_ids_BT, logit_scale)
     o_BTHD = constrain(o_BTHD.astype(self.dtype), ("batch", "length", "act_heads", None))
     return Dense((x_BTD.shape[-1],), ("heads", "kv", "embed"), n_in=2, use_bias=self.use_bias,
                  init_std=self.out_std, dtype=self.dtype, param_dtype=self.param_dtype,
                  matmul_dtype=self.matmul_dtype, name="out")(o_BTHD)
+
+  def _attend(self, q_BTHD, k_BTKD, v_BTKD, segment_ids_BT, logit_scale):
+    """The kernel, per shard of the active mesh (batch and heads split, time whole)."""
+    def attend(q, k, v, seg, scale):
+      if self.kind == "sigmoid":
+        return kernels.sigmoid_attention(q, k, v, bias=self.sigmoid_bias, causal=True,
+                                         segment_ids=seg, window=self.window, impl=self.impl)
+      return kernels.attention(q, k, v, causal=True, segment_ids=seg, window=self.window,
+                               logit_scale=scale, impl=self.impl)
+    # GQA: a head shard must hold the KV heads of its query groups.
+    k_BTKD, v_BTKD = (sharding.repeat_groups(a, 2, self.n_heads) for a in (k_BTKD, v_BTKD))
+    return sharding.shard_map_kernel(attend, (BTHD, BTHD, BTHD, ("batch", "length"), ()), BTHD)(
+        q_BTHD, k_BTKD, v_BTKD, segment_ids_BT, logit_scale)
 
   def _decode(self, q_BTHD, k_BTKD, v_BTKD, positions_BT, logit_scale):
     """Writes k, v at the cache index; attends to every filled slot at or before each query."""

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import kernels
 from layers.dense import Dense
 from layers.norm import Norm
+from layers import sharding
 from layers.sharding import constrain, param
 
 RESET = -30.0
@@ -149,9 +150,13 @@ class DeltaNetMixer(nn.Module):
       if ready:
         state.value = s_BHKV
     else:
-      o_BTHV, _ = kernels.delta_rule(q_BTHK, k_BTHK, v_BTHV, beta_BTH,
-                                     g_BTH if self.decay or segment_ids_BT is not None else None,
-                                     chunk_size=self.chunk_size, impl=self.impl)
+      rule = lambda q, k, v, beta, g: kernels.delta_rule(q, k, v, beta, g,
+                                                         chunk_size=self.chunk_size, impl=self.impl)
+      BTH, BTHD = ("batch", "length", "act_heads"), ("batch", "length", "act_heads", None)
+      o_BTHV, _ = sharding.shard_map_kernel(   # per shard of the mesh: batch, heads split
+          rule, (BTHD, BTHD, BTHD, BTH, BTH), (BTHD, ("batch", "act_heads", None, None)))(
+              q_BTHK, k_BTHK, v_BTHV, beta_BTH,
+              g_BTH if self.decay or segment_ids_BT is not None else None)
     o_BTHV = Norm("rmsnorm", eps=self.norm_eps, param_dtype=self.param_dtype,
                   name="out_norm")(o_BTHV.astype(jnp.float32))
     if self.gate:

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import kernels
 from layers.dense import Dense
 from layers.norm import Norm
+from layers import sharding
 from layers.sharding import constrain, param
 
 
@@ -156,9 +157,14 @@ class Mamba(_Recurrent):
     A_EN = -jnp.exp(self.param("A_log", param(s4d_real_init, ("mlp", None)), (E, N),
                                self.param_dtype).astype(jnp.float32))
     D_E = self.param("D", param(nn.initializers.ones, ("mlp",)), (E,), self.param_dtype)
-    scan = lambda h0: kernels.selective_scan(x_BTE, delta_BTE, A_EN, B_BTN, C_BTN,
-                                             initial_state_BDN=h0, chunk_size=self.chunk,
-                                             impl=self.impl)
+    # Per shard of the mesh: batch and channels split, B and C (shared by all channels) whole.
+    BTE, BTN = ("batch", "length", "act_mlp"), ("batch", "length", None)
+    BEN = ("batch", "act_mlp", None)
+    kernel = sharding.shard_map_kernel(
+        lambda u, dt, A, B, C, h0: kernels.selective_scan(u, dt, A, B, C, initial_state_BDN=h0,
+                                                          chunk_size=self.chunk, impl=self.impl),
+        (BTE, BTE, ("act_mlp", None), BTN, BTN, BEN), (BTE, BEN))
+    scan = lambda h0: kernel(x_BTE, delta_BTE, A_EN, B_BTN, C_BTN, h0)
     if self.decode:
       h, ready = self.ssm_state((Bsz, E, N))
       if T == 1 and ready:
@@ -226,8 +232,15 @@ class Mamba2(_Recurrent):
     A_H = -jnp.exp(self.param("A_log", param(log_uniform_init(1.0, 16.0), ("heads",)), (H,),
                               self.param_dtype).astype(jnp.float32))
     D_H = self.param("D", param(nn.initializers.ones, ("heads",)), (H,), self.param_dtype)
-    scan = lambda h0: kernels.ssd(x_BTHP, dt_BTH, A_H, B_BTGN, C_BTGN, initial_state_BHPN=h0,
-                                  chunk_size=self.chunk, impl=self.impl)
+    # Per shard of the mesh: batch and heads split; the B/C groups follow their heads.
+    BTHP, BTH, BHPN = (("batch", "length", "act_heads", None), ("batch", "length", "act_heads"),
+                       ("batch", "act_heads", None, None))
+    kernel = sharding.shard_map_kernel(
+        lambda x, dt, A, B, C, h0: kernels.ssd(x, dt, A, B, C, initial_state_BHPN=h0,
+                                               chunk_size=self.chunk, impl=self.impl),
+        (BTHP, BTH, ("act_heads",), BTHP, BTHP, BHPN), (BTHP, BHPN))
+    scan = lambda h0: kernel(x_BTHP, dt_BTH, A_H, sharding.repeat_groups(B_BTGN, 2, H),
+                             sharding.repeat_groups(C_BTGN, 2, H), h0)
     if self.decode:
       h, ready = self.ssm_state((Bsz, H, P, N))
       if T == 1 and ready:

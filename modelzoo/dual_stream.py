@@ -31,6 +31,7 @@ from layers.block import REMAT_POLICIES, dtypes, norm_for, out_std
 from layers.dense import Dense
 from layers.embed import Embed, rope
 from layers.head_mix import KINDS, HeadMix, n_macs
+from layers import sharding
 from layers.sharding import constrain
 
 
@@ -77,8 +78,11 @@ class DualStreamAttention(nn.Module):
       o_BTHD, p_BHTS = attend_explicit(q_BTHD, k_BTHD, v_BTHD, visible_BTS, logit_scale)
       self.sow("intermediates", "probs", p_BHTS)
     else:
-      o_BTHD = kernels.attention(q_BTHD, k_BTHD, v_BTHD, causal=True, segment_ids=segment_ids_BT,
-                                 logit_scale=logit_scale, impl=cfg.attn_impl)
+      attend = lambda q, k, v, seg, a: kernels.attention(q, k, v, causal=True, segment_ids=seg,
+                                                         logit_scale=a, impl=cfg.attn_impl)
+      BTHD = ("batch", "length", "act_heads", None)   # per shard of the mesh: heads, batch split
+      o_BTHD = sharding.shard_map_kernel(attend, (BTHD,) * 3 + (("batch", "length"), ()), BTHD)(
+          q_BTHD, k_BTHD, v_BTHD, segment_ids_BT, logit_scale)
     o_BTHD = constrain(o_BTHD, ("batch", "length", "act_heads", None))
     o_init = cfg.init_std if cfg.mix_o == "kronecker" else out_std(cfg)   # M_O = I + noise
     y_BTHD = HeadMix(cfg.mix_o, Dh, ("heads", "kv", None, "embed"), init_std=o_init,

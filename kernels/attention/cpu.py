@@ -1,8 +1,10 @@
 """The CPU attention kernel (cpu.cc): built on first use, called through XLA's FFI.
 
 `impl="auto"` runs it on CPU for what it covers (`covers`): float32 softmax attention, causal or
-not, GQA, head_dim 8/16/32/64/128, no segment ids / window / softcap, static shapes, and no mesh of
-more than one device (XLA would replicate a custom call's operands; such runs keep the jnp path).
+not, GQA, head_dim 8/16/32/64/128, no segment ids / window / softcap, static shapes, and arrays
+that are each device's own: off-mesh, on a one-device mesh, or inside a shard_map over every mesh
+axis of size > 1, as the models call it (layers/sharding.py). Under automatic partitioning XLA
+would replicate the custom call's operands; such calls keep the jnp path.
 Everything else, and hosts without a C++ compiler, take the jnp path (`reference.blockwise`).
 
 The shared library is compiled once per (source, command, jax version, what -march=native means to
@@ -78,10 +80,11 @@ def covers(spec: Spec, q, k, v, q_seg) -> bool:
   """Whether the kernel computes this call (checked at trace time; see the module doc)."""
   shapes = (*q.shape, *k.shape)
   mesh = jax.sharding.get_abstract_mesh()
+  local = mesh.empty or all(n == 1 or a in mesh.manual_axes for a, n in mesh.shape.items())
   return (spec.kind == "softmax" and spec.window is None and spec.softcap is None
           and q_seg is None and all(isinstance(n, int) for n in shapes)
           and all(x.dtype == jnp.float32 for x in (q, k, v)) and q.shape[-1] in HEAD_DIMS
-          and (mesh.empty or mesh.size == 1) and jax.default_backend() == "cpu" and available())
+          and local and jax.default_backend() == "cpu" and available())
 
 
 def _call(name, outs, *args, spec: Spec):
