@@ -6,8 +6,13 @@ Re-running the same command with the same workdir resumes from its latest checkp
 bitwise identically to an uninterrupted run. SIGTERM (preemption) saves a checkpoint and exits 0.
 On several hosts, the same command on each (see modelzoo/distributed.py, docs/multihost.md).
 `--check` validates config, data, tokenizer, mesh and checkpoints, then exits without compiling.
-Exit codes: 0 done (or preempted and saved), 2 a user error, 1 a checkpoint write/read failure,
-3 stopped after too many non-finite updates in a row (the last good state is saved).
+`--aot TOPOLOGY` (v5e:2x2, v5p:4x4x4, v6e:4x4, v4:2x2x1, h100:1x1x8, a100:1x1x8) compiles this
+step for that slice on this host's CPU (libtpu / the CUDA plugin, `pip install -e '.[tpu]'` or
+`'.[gpu-aot]'`), prints memory per device against HBM, checked FLOPs, a roofline step time,
+tokens/s per chip and an MFU estimate (training/aot.py), writes nothing, and exits 0 if it fits.
+Exit codes: 0 done (or preempted and saved; --aot: fits), 2 a user error, 1 a checkpoint
+write/read failure, 3 stopped after too many non-finite updates in a row (the last good state is
+saved), 4 --aot: the step does not fit in the topology's HBM.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from modelzoo import distributed
 from modelzoo import metrics as metrics_lib
 from modelzoo import tokenize
 from modelzoo.checkpoint import Checkpointer, CheckpointError
+from training import aot
 from training.step import (BATCH_DTYPES, TrainState, batch_spec, decay_mask, init_state,  # noqa: F401
                            jit_train_step, loss_sums, make_eval_step, make_optimizer, make_schedule,
                            make_train_step)
@@ -85,6 +91,9 @@ def parse_args(argv):
   p.add_argument("--workdir", default=None, help="run directory (default runs/<config name>)")
   p.add_argument("--check", action="store_true",
                  help="validate config, data, tokenizer, mesh and checkpoints; exit before compiling")
+  p.add_argument("--aot", metavar="TOPOLOGY", default=None,
+                 help="compile the step for a TPU/GPU slice from this host and report memory, "
+                      "FLOPs and a roofline (e.g. v5e:2x2, v5p:4x4x4, h100:1x1x8); runs nothing")
   p.add_argument("overrides", nargs="*", help="key.path=value")
   distributed.add_args(p)
   return p.parse_intermixed_args(argv)     # flags may come after key=value overrides
@@ -127,6 +136,8 @@ def main(argv=None) -> int:
   setup_logging()
   args = parse_args(argv)
   cfg = base.load(args.config, args.overrides)      # pure Python: before any JAX backend starts
+  if args.aot:
+    return compile_for(cfg, args.aot, args.config)
   unapplied = distributed.configure_cpu(cfg.mesh.cpu_devices)   # before the backend starts
   started = distributed.initialize(args)              # before anything asks JAX for devices
   lead = jax.process_index() == 0
@@ -266,6 +277,14 @@ def main(argv=None) -> int:
   if lead and last_eval:
     log.info("done: step %d, %s", step, json.dumps({k: round(v, 4) for k, v in last_eval.items()}))
   return 0
+
+
+def compile_for(cfg: base.Config, topology: str, config_name: str) -> int:
+  """--aot: this host's CPU runs the TPU/GPU compiler for `topology`; nothing else starts."""
+  jax.config.update("jax_platforms", "cpu")   # before any backend: no accelerator is looked for
+  report = aot.report(cfg, topology)
+  print(aot.show(report, config_name))
+  return 0 if report["fits"] else aot.EXIT_DOES_NOT_FIT
 
 
 def _preemption_point(step: int) -> bool:
