@@ -39,9 +39,9 @@ from modelzoo import metrics as metrics_lib
 from modelzoo import tokenize
 from modelzoo.checkpoint import Checkpointer, CheckpointError
 from training import aot
-from training.step import (BATCH_DTYPES, TrainState, batch_spec, decay_mask, init_state,  # noqa: F401
-                           jit_train_step, loss_sums, make_eval_step, make_optimizer, make_schedule,
-                           make_train_step)
+from training.step import (  # noqa: F401  (train.X names kept for eval.py and the tests)
+    BATCH_DTYPES, TrainState, batch_spec, decay_mask, init_state, jit_train_step, loss_sums,
+    make_eval_step, make_optimizer, make_schedule, make_train_step)
 
 log = logging.getLogger("seqzoo")
 

@@ -50,8 +50,8 @@ def compiled(config, overrides: tuple, topology, n_devices=None):
 
 
 def kernel_shapes(hlo: str, target: str) -> list[tuple[str, ...]]:
-  """Per kernel custom call in a compiled module: the shapes of its operands, e.g. ('f32[6,4,128,32]',
-  ...), read from the instructions that define them (HLO instruction names are module-unique)."""
+  """Per kernel custom call in a compiled module: its operands' shapes, e.g. ('f32[6,4,128,32]', ...),
+  read from the instructions that define them (HLO instruction names are module-unique)."""
   shape_of = dict(re.findall(r"^\s*(?:ROOT )?%(\S+) = (\w+\[[\d,]*\])", hlo, re.M))
   shape_of.update(re.findall(r"%(\S+): (\w+\[[\d,]*\])", hlo))   # computation parameters
   calls = []
@@ -79,8 +79,8 @@ def test_tiny_configs_compile_for_v5e_with_pallas_kernels(config, mesh):
 
 
 @needs_gpu
-@pytest.mark.parametrize("config", [pytest.param(c, marks=() if c == "quickstart" else pytest.mark.slow)
-                                    for c in TINY])
+@pytest.mark.parametrize("config", [
+    pytest.param(c, marks=() if c == "quickstart" else pytest.mark.slow) for c in TINY])
 def test_tiny_configs_compile_for_h100_with_triton_kernels(config):
   c = compiled(config, ("mesh.data=8", *PALLAS), "h100:1x1x8")
   assert kernel_shapes(c.as_text(), aot.KERNEL_CALLS["cuda"]), "no Triton kernel in the step"
@@ -103,7 +103,7 @@ def test_kernels_see_their_shard_of_the_batch(topology, config, mesh):
   expect = kernel_shapes(alone.as_text(), aot.KERNEL_CALLS[platform])
   assert calls, "no kernel custom call found"
   assert collections.Counter(calls) == collections.Counter(expect), (
-      f"kernel operands on 4 devices {sorted(set(calls))} != one device's shard {sorted(set(expect))}")
+      f"kernel operands on 4 devices {sorted(set(calls))} != one device's {sorted(set(expect))}")
 
 
 FLOPS_CASES = [(c, []) for c in TINY] + [          # and stacks of 2-layer units, grad accumulation

@@ -34,8 +34,8 @@ analysis: on GPUs the FLOPs are the model's and the roofline is compute-only.
 
 Roofline: step time = max(FLOPs / peak FLOP/s, bytes accessed / HBM bandwidth) per device;
 tokens/s per chip = tokens per device per step / step time x devices per chip; MFU estimate = the
-model's FLOPs / (step time x peak). Exit codes (train.py): 0 fits, EXIT_DOES_NOT_FIT if the step needs
-more HBM than a device has (or the compiler says it ran out), 2 for user errors.
+model's FLOPs / (step time x peak). Exit codes (train.py): 0 fits, EXIT_DOES_NOT_FIT if the step
+needs more HBM than a device has (or the compiler says it ran out), 2 for user errors.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ from modelzoo.metrics import param_count
 from training import hardware, step
 
 EXIT_DOES_NOT_FIT = 4
-FLOPS_TOL = 0.06          # |total / model - 1| accepted for the tiny configs (measured +0.4 to +3.6%)
+FLOPS_TOL = 0.06          # |total / model - 1| accepted for the tiny configs (measured +0.4..3.6%)
 KERNEL_CALLS = {"tpu": "tpu_custom_call", "cuda": "__gpu$xla.gpu.triton"}
 
 
@@ -155,8 +155,9 @@ def report(cfg: base.Config, topology: str) -> dict:
   r.update(params=n_params, model_flops=model_flops, kernel_calls=kernel_calls, notes=[])
   raw = xla_cost(compiled)
   if raw is None:
-    r["notes"].append("XLA:GPU gives no cost analysis (None): FLOPs are the model's; with no bytes "
-                      "accessed the step time is a compute-only lower bound and MFU is not estimated")
+    r["notes"].append("XLA:GPU gives no cost analysis (None): FLOPs are the model's; with no "
+                      "bytes accessed the step time is a compute-only lower bound and MFU is not "
+                      "estimated")
     flops, bytes_ = model_flops, None
   else:
     t1 = time.perf_counter()
@@ -212,7 +213,8 @@ def show(r: dict, config_name: str = "") -> str:
               f"bytes accessed per step        {r['bytes_accessed']:.4g}"]
   at_most = "" if r["mfu"] is not None else "<= "
   lines += [f"roofline step time             {'>= ' if at_most else ''}{r['step_s'] * 1e3:.4g} ms "
-            f"({r['bound']}-bound at {r['peak_flops']:.3g} FLOP/s, {r['hbm_bw']:.3g} B/s per device)",
+            f"({r['bound']}-bound at {r['peak_flops']:.3g} FLOP/s, {r['hbm_bw']:.3g} B/s "
+            "per device)",
             f"tokens/s per chip              {at_most}{r['tokens_per_s_per_chip']:,.0f}"]
   if r["mfu"] is not None:
     lines.append(f"MFU estimate                   {r['mfu']:.1%}")

@@ -3,9 +3,9 @@
     chip, devices = hardware.topology_devices("v5p:4x4x4")     # 64 TPU v5p devices, from any host
     chip, devices = hardware.topology_devices("h100:1x1x8")    # 8 H100s (partitions x hosts x GPUs)
 
-The devices come from `jax.experimental.topologies` with no accelerator attached: TPU names go to
-libtpu (`pip install -e '.[tpu]'`), GPU names to the CUDA plugin with XLA's description of the GPU in
-training/targets/ (`pip install -e '.[gpu-aot]'`). Programs compiled for them are real TPU/GPU
+The devices come from `jax.experimental.topologies` with no accelerator attached: TPU names go
+to libtpu (`pip install -e '.[tpu]'`), GPU names to the CUDA plugin with XLA's description of the
+GPU in training/targets/ (`pip install -e '.[gpu-aot]'`). Programs compiled for them are real TPU/GPU
 executables (never run here), which is what `train.py --aot` reports on (training/aot.py).
 """
 from __future__ import annotations
@@ -92,4 +92,6 @@ def topology_devices(topology: str) -> tuple[Chip, list]:
 def compiler_options(chip: Chip) -> dict:
   """XLA options a compile for `chip` needs on a host without it: XLA:GPU cannot load CUDA here
   to probe for CUB sort kernels (jnp.sort fails), so it uses its own sort instead."""
-  return {"xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_DISABLED"} if chip.platform == "cuda" else {}
+  if chip.platform != "cuda":
+    return {}
+  return {"xla_gpu_deviceless_cub_mode": "DEVICELESS_CUB_DISABLED"}

@@ -1,4 +1,4 @@
-"""The train step shared by train.py (the loop), eval.py and training/aot.py (compile for a topology).
+"""The train step shared by train.py (the loop), eval.py and training/aot.py (--aot compiles).
 
 `jit_train_step` is THE step: the loop runs it and `--aot` compiles it, with the same shardings,
 donation and batch spec, so what is compiled ahead of time is what runs.
