@@ -80,6 +80,9 @@ def topology_devices(topology: str) -> tuple[Chip, list]:
       # Off a TPU VM libtpu finds no worker hostnames in the metadata and logs an INVALID_ARGUMENT
       # error; compiling needs no hosts, so name this one (unless the user set them).
       os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+      # libtpu locks /tmp/libtpu_lockfile for its process's life, so a second process (another
+      # --aot, a test run, training on this TPU VM) would fail to load it; compiling touches no chip.
+      os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
       desc = topologies.get_topology_desc(platform="tpu", topology_name=f"{chip.name}:{shape}")
     else:
       desc = topologies.get_topology_desc(platform="cuda", topology=shape,
