@@ -14,25 +14,17 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-# Triton would otherwise run f32 dots in TF32; TPU would use one bf16 pass.
-_PREC = lax.Precision.HIGHEST
+# The default dot precision: IEEE f32 on Triton (not TF32), multi-pass f32 on the MXU. The Triton
+# kernels pass their own (pallas_gpu.py: IEEE dots are slow to compile and overflow shared memory).
+HIGHEST = lax.Precision.HIGHEST
 
 
-def _dot(a, b, ca, cb):
-  return lax.dot_general(a, b, (((ca,), (cb,)), ((), ())), precision=_PREC,
-                         preferred_element_type=a.dtype)
-
-
-def mm(a, b):  # a @ b
-  return _dot(a, b, 1, 0)
-
-
-def mm_tn(a, b):  # a^T @ b
-  return _dot(a, b, 0, 0)
-
-
-def mm_nt(a, b):  # a @ b^T
-  return _dot(a, b, 1, 1)
+def dots(prec=HIGHEST):
+  """(mm, mm_tn, mm_nt): a @ b, a^T @ b and a @ b^T at dot precision `prec`."""
+  def dot(ca, cb):
+    return lambda a, b: lax.dot_general(a, b, (((ca,), (cb,)), ((), ())), precision=prec,
+                                        preferred_element_type=a.dtype)
+  return dot(1, 0), dot(0, 0), dot(1, 1)
 
 
 def _iotas(C):
@@ -50,19 +42,20 @@ def _decays(gc_C1, gr_1C):
   return gam_CC, jnp.exp(gc_C1), gl_11
 
 
-def _a_matrix(k_CK, beta_C1, gam_CC):
+def _a_matrix(k_CK, beta_C1, gam_CC, prec):
+  _, _, mm_nt = dots(prec)
   r_CC, c_CC = _iotas(k_CK.shape[0])
   return jnp.where(r_CC > c_CC, beta_C1 * mm_nt(k_CK, k_CK) * gam_CC, 0.0)
 
 
-def wy_inverse(k_CK, beta_C1, gc_C1, gr_1C):
+def wy_inverse(k_CK, beta_C1, gc_C1, gr_1C, prec=HIGHEST):
   """X = ((I + A)^-1)^T with A = tril(diag(beta) K K^T * Gam, -1), by forward substitution.
 
   The transpose is what keeps the loop free of size-1 dots: row i of T = column i of X is
   e_i - sum_j A_ij X[:, j], a lane-broadcast multiply and a row sum.
   """
   gam_CC, _, _ = _decays(gc_C1, gr_1C)
-  a_CC = _a_matrix(k_CK, beta_C1, gam_CC)
+  a_CC = _a_matrix(k_CK, beta_C1, gam_CC, prec)
   r_CC, c_CC = _iotas(a_CC.shape[0])
 
   def column(i, x_CC):
@@ -74,20 +67,22 @@ def wy_inverse(k_CK, beta_C1, gc_C1, gr_1C):
   return lax.fori_loop(1, a_CC.shape[0], column, x0_CC)
 
 
-def _wu(x_CC, k_CK, v_CV, beta_C1, gamma_C1):
+def _wu(x_CC, k_CK, v_CV, beta_C1, gamma_C1, prec):
+  _, mm_tn, _ = dots(prec)
   kb_CK = k_CK * (beta_C1 * gamma_C1)
   vb_CV = v_CV * beta_C1
   return kb_CK, vb_CV, mm_tn(x_CC, kb_CK), mm_tn(x_CC, vb_CV)
 
 
-def chunk_forward(q_CK, k_CK, v_CV, beta_C1, gc_C1, gr_1C, x_CC, s_KV, scale):
+def chunk_forward(q_CK, k_CK, v_CV, beta_C1, gc_C1, gr_1C, x_CC, s_KV, scale, prec=HIGHEST):
   """Output of the chunk and the state leaving it, given the state s_KV entering it.
 
   `scale` (a Python float) multiplies q here rather than outside, so bf16 q is not rounded twice.
   """
+  mm, mm_tn, mm_nt = dots(prec)
   q_CK = q_CK * scale
   gam_CC, gamma_C1, gl_11 = _decays(gc_C1, gr_1C)
-  _, _, w_CK, u_CV = _wu(x_CC, k_CK, v_CV, beta_C1, gamma_C1)
+  _, _, w_CK, u_CV = _wu(x_CC, k_CK, v_CV, beta_C1, gamma_C1, prec)
   vn_CV = u_CV - mm(w_CK, s_KV)
   p_CC = mm_nt(q_CK, k_CK) * gam_CC
   o_CV = gamma_C1 * mm(q_CK, s_KV) + mm(p_CC, vn_CV)
@@ -96,7 +91,8 @@ def chunk_forward(q_CK, k_CK, v_CV, beta_C1, gc_C1, gr_1C, x_CC, s_KV, scale):
   return o_CV, s_KV
 
 
-def chunk_backward(q_CK, k_CK, v_CV, beta_C1, gc_C1, gr_1C, x_CC, s_KV, do_CV, ds_KV, scale):
+def chunk_backward(q_CK, k_CK, v_CV, beta_C1, gc_C1, gr_1C, x_CC, s_KV, do_CV, ds_KV, scale,
+                   prec=HIGHEST):
   """Reverse of chunk_forward. ds_KV is the cotangent of the state leaving the chunk.
 
   Returns dq, dk, dv, dbeta_C1, dgc as a column part [C,1] plus a row part [1,C] (their sum,
@@ -104,9 +100,10 @@ def chunk_backward(q_CK, k_CK, v_CV, beta_C1, gc_C1, gr_1C, x_CC, s_KV, do_CV, d
   the state entering the chunk.
   """
   C = q_CK.shape[0]
+  mm, mm_tn, mm_nt = dots(prec)
   q_CK = q_CK * scale
   gam_CC, gamma_C1, gl_11 = _decays(gc_C1, gr_1C)
-  kb_CK, vb_CV, w_CK, u_CV = _wu(x_CC, k_CK, v_CV, beta_C1, gamma_C1)
+  kb_CK, vb_CV, w_CK, u_CV = _wu(x_CC, k_CK, v_CV, beta_C1, gamma_C1, prec)
   vn_CV = u_CV - mm(w_CK, s_KV)
   qk_CC = mm_nt(q_CK, k_CK)
   p_CC = qk_CC * gam_CC

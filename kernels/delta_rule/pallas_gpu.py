@@ -21,11 +21,24 @@ from jax.experimental.pallas import triton as pltriton
 
 from kernels.delta_rule import kernel_body as body
 
-# Unmeasured choices (no GPU here): 4 warps like FLA's chunk kernels; the backward body keeps
-# ~10 CxC/CxK tiles live, so it gets 8. Two stages pipeline the chunk loads of the fori_loops.
+# num_warps unmeasured (no GPU here): 4 like FLA's chunk kernels; the backward body keeps ~10
+# CxC/CxK tiles live, so it gets 8. num_stages=1: with 2, Triton's pipeliner double-buffers the
+# chunk loads of the fori_loops in shared memory, which at K = V = 128 overflows an H100's 227 KiB.
 _WY = pltriton.CompilerParams(num_warps=4, num_stages=1)
-_FWD = pltriton.CompilerParams(num_warps=4, num_stages=2)
-_BWD = pltriton.CompilerParams(num_warps=8, num_stages=2)
+_FWD = pltriton.CompilerParams(num_warps=4, num_stages=1)
+_BWD = pltriton.CompilerParams(num_warps=8, num_stages=1)
+
+# Dot precision when compiled (the interpreter runs on CPU, which has no TF32: there it is f32).
+# IEEE f32 dots (Precision.HIGHEST) are FMA loops off the tensor cores: the forward at K = V = 128
+# took 80-130 s to compile and the backward overflowed shared memory. Three TF32 passes (~f32
+# accuracy) for WY and the forward; the backward's operands tripled overflow shared memory too, so
+# it runs single-pass TF32 (10-bit mantissa; FLA's backward runs bf16 dots).
+_PREC_FWD = jax.lax.DotAlgorithmPreset.TF32_TF32_F32_X3
+_PREC_BWD = jax.lax.Precision.DEFAULT
+
+
+def _prec(prec, interpret):
+  return body.HIGHEST if interpret else prec
 
 
 def _p2(d: int) -> int:
@@ -58,10 +71,10 @@ def _cols_rows(beta_BHNC, gc_BHNC):
 # ------------------------------------------------------------------------------------------------
 
 
-def _wy_kernel(k_ref, b_ref, gc_ref, gr_ref, x_ref):
+def _wy_kernel(k_ref, b_ref, gc_ref, gr_ref, x_ref, *, prec):
   acc = x_ref.dtype
   x_ref[...] = body.wy_inverse(k_ref[...].astype(acc), b_ref[...].astype(acc),
-                               gc_ref[...].astype(acc), gr_ref[...].astype(acc))
+                               gc_ref[...].astype(acc), gr_ref[...].astype(acc), prec)
 
 
 def wy_inverse(k, beta_BHNC, gc_BHNC, *, interpret=False):
@@ -71,7 +84,7 @@ def wy_inverse(k, beta_BHNC, gc_BHNC, *, interpret=False):
   Kp = _p2(K)
   b, gc, gr = _cols_rows(beta_BHNC, gc_BHNC)
   return pl.pallas_call(
-      _wy_kernel, grid=(B, H, N),
+      functools.partial(_wy_kernel, prec=_prec(_PREC_FWD, interpret)), grid=(B, H, N),
       in_specs=[_chunk_spec(C, Kp), _chunk_spec(C, 1), _chunk_spec(C, 1), _chunk_spec(1, C)],
       out_specs=_chunk_spec(C, C),
       out_shape=jax.ShapeDtypeStruct((B, H, N, C, C), acc),
@@ -83,14 +96,14 @@ def wy_inverse(k, beta_BHNC, gc_BHNC, *, interpret=False):
 
 
 def _fwd_kernel(q_ref, k_ref, v_ref, b_ref, gc_ref, gr_ref, x_ref, s0_ref, o_ref, h_ref, sT_ref,
-                *, scale):
+                *, scale, prec):
   acc = sT_ref.dtype
 
   def chunk(n, s_KV):
     h_ref[n] = s_KV
     o_CV, s_KV = body.chunk_forward(
         q_ref[n].astype(acc), k_ref[n].astype(acc), v_ref[n].astype(acc), b_ref[n].astype(acc),
-        gc_ref[n].astype(acc), gr_ref[n].astype(acc), x_ref[n], s_KV, scale)
+        gc_ref[n].astype(acc), gr_ref[n].astype(acc), x_ref[n], s_KV, scale, prec)
     o_ref[n] = o_CV.astype(o_ref.dtype)
     return s_KV
 
@@ -106,7 +119,7 @@ def forward(q, k, v, beta_BHNC, gc_BHNC, x, s0_BHKV, *, scale, interpret=False):
   b, gc, gr = _cols_rows(beta_BHNC, gc_BHNC)
   s = lambda *blk: _seq_spec(N, *blk)
   o, h, sT = pl.pallas_call(
-      functools.partial(_fwd_kernel, scale=scale), grid=(B, H),
+      functools.partial(_fwd_kernel, scale=scale, prec=_prec(_PREC_FWD, interpret)), grid=(B, H),
       in_specs=[s(C, Kp), s(C, Kp), s(C, Vp), s(C, 1), s(C, 1), s(1, C), s(C, C),
                 _state_spec(Kp, Vp)],
       out_specs=[s(C, Vp), s(Kp, Vp), _state_spec(Kp, Vp)],
@@ -124,7 +137,7 @@ def forward(q, k, v, beta_BHNC, gc_BHNC, x, s0_BHKV, *, scale, interpret=False):
 
 
 def _bwd_kernel(q_ref, k_ref, v_ref, b_ref, gc_ref, gr_ref, x_ref, h_ref, do_ref, dsT_ref,
-                dq_ref, dk_ref, dv_ref, db_ref, dgc_ref, dgr_ref, ds0_ref, *, scale):
+                dq_ref, dk_ref, dv_ref, db_ref, dgc_ref, dgr_ref, ds0_ref, *, scale, prec):
   acc = ds0_ref.dtype
   N = q_ref.shape[0]
 
@@ -133,7 +146,7 @@ def _bwd_kernel(q_ref, k_ref, v_ref, b_ref, gc_ref, gr_ref, x_ref, h_ref, do_ref
     dq, dk, dv, db, dgc, dgr, ds_KV = body.chunk_backward(
         q_ref[n].astype(acc), k_ref[n].astype(acc), v_ref[n].astype(acc), b_ref[n].astype(acc),
         gc_ref[n].astype(acc), gr_ref[n].astype(acc), x_ref[n], h_ref[n],
-        do_ref[n].astype(acc), ds_KV, scale)
+        do_ref[n].astype(acc), ds_KV, scale, prec)
     for ref, val in ((dq_ref, dq), (dk_ref, dk), (dv_ref, dv), (db_ref, db), (dgc_ref, dgc),
                      (dgr_ref, dgr)):
       ref[n] = val.astype(ref.dtype)
@@ -152,7 +165,7 @@ def backward(q, k, v, beta_BHNC, gc_BHNC, x, h, do, dsT_BHKV, *, scale, interpre
   s = lambda *blk: _seq_spec(N, *blk)
   sds = lambda *shp: jax.ShapeDtypeStruct((B, H, N) + shp, acc)
   dq, dk, dv, db, dgc, dgr, ds0 = pl.pallas_call(
-      functools.partial(_bwd_kernel, scale=scale), grid=(B, H),
+      functools.partial(_bwd_kernel, scale=scale, prec=_prec(_PREC_BWD, interpret)), grid=(B, H),
       in_specs=[s(C, Kp), s(C, Kp), s(C, Vp), s(C, 1), s(C, 1), s(1, C), s(C, C), s(Kp, Vp),
                 s(C, Vp), _state_spec(Kp, Vp)],
       out_specs=[s(C, Kp), s(C, Kp), s(C, Vp), s(C, 1), s(C, 1), s(1, C), _state_spec(Kp, Vp)],

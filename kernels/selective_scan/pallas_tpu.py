@@ -1,10 +1,13 @@
 """Selective scan on TPU: Pallas Mosaic kernels, forward and backward.
 
 Grid (batch, channel block, chunk); the chunk axis is "arbitrary" and carries the [N, bd]
-state in VMEM scratch. Inside a chunk a fori_loop walks the L tokens: one VPU
-multiply-add on the [N, bd] tile per token (no MXU work: the decay is diagonal), reading
-rows of u / delta [L, bd] at a dynamic sublane offset. B and C come as [N, L] tiles per
-chunk (transposed outside) so that token t's [N, 1] column is a masked lane reduction.
+state in VMEM scratch. Inside a chunk a fori_loop walks the L tokens in groups of 8: one
+aligned [8, bd] load of u / delta (and dy), 8 unrolled steps, each one VPU multiply-add on the
+[N, bd] tile (no MXU work: the decay is diagonal), then one aligned [8, bd] store of y. (A 1-row
+slice at a dynamic sublane offset lowers, but Mosaic rejects it for bf16, where two rows share a
+32-bit sublane: "cannot statically prove that index ... is a multiple of 8"; the group start
+carries a pl.multiple_of(..., 8) hint.) B and C come as [N, L] tiles per chunk (transposed
+outside) so that token t's [N, 1] column is a masked lane reduction.
 
 The forward saves the state entering each chunk. The backward walks the chunks last to
 first: it recomputes the chunk's L states into a VMEM scratch [L, N, bd] from the saved
@@ -24,6 +27,7 @@ from jax.experimental.pallas import tpu as pltpu
 from kernels.selective_scan import steps
 
 BLOCK_D = 256
+ROWS = 8      # tokens per aligned [8, bd] load / store of u, delta, dy, y (L % 8 == 0)
 _SEMANTICS = pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary"))
 
 
@@ -45,6 +49,12 @@ def _specs(N, L, bd, chunk_of):
   return tok, A, bc, state, chunk_state
 
 
+def _rows(ref, t0, acc):
+  """Rows t0 .. t0+7 of a [L, bd] token tile; t0 is a multiple of 8 (pl.multiple_of) so
+  Mosaic can prove the sublane offset aligned, which a 1-row slice of bf16 cannot be."""
+  return ref[pl.ds(t0, ROWS), :].astype(acc)
+
+
 def _fwd_kernel(u_ref, d_ref, A_ref, B_ref, C_ref, h0_ref, y_ref, hT_ref, hc_ref, x_scr):
   c, acc = pl.program_id(2), x_scr.dtype
 
@@ -55,13 +65,18 @@ def _fwd_kernel(u_ref, d_ref, A_ref, B_ref, C_ref, h0_ref, y_ref, hT_ref, hc_ref
   hc_ref[...] = x_scr[...]
   A_NB, B_NL, C_NL = (r[...].astype(acc) for r in (A_ref, B_ref, C_ref))
 
-  def token(t, x_NB):
-    row = lambda r: r[pl.ds(t, 1), :].astype(acc)
-    x_NB = steps.step_fwd(x_NB, A_NB, row(d_ref), row(u_ref), steps.pick_column(B_NL, t))
-    y_ref[pl.ds(t, 1), :] = steps.readout(x_NB, steps.pick_column(C_NL, t)).astype(y_ref.dtype)
+  def group(g, x_NB):
+    t0 = pl.multiple_of(g * ROWS, ROWS)
+    d_GB, u_GB = _rows(d_ref, t0, acc), _rows(u_ref, t0, acc)
+    ys = []
+    for j in range(ROWS):             # unrolled: static row slices of the loaded tiles
+      x_NB = steps.step_fwd(x_NB, A_NB, d_GB[j:j + 1], u_GB[j:j + 1],
+                            steps.pick_column(B_NL, t0 + j))
+      ys.append(steps.readout(x_NB, steps.pick_column(C_NL, t0 + j)))
+    y_ref[pl.ds(t0, ROWS), :] = jnp.concatenate(ys, 0).astype(y_ref.dtype)
     return x_NB
 
-  x_scr[...] = jax.lax.fori_loop(0, u_ref.shape[0], token, x_scr[...])
+  x_scr[...] = jax.lax.fori_loop(0, u_ref.shape[0] // ROWS, group, x_scr[...])
 
   @pl.when(c == pl.num_programs(2) - 1)
   def _():
@@ -102,31 +117,40 @@ def _bwd_kernel(u_ref, d_ref, A_ref, B_ref, C_ref, hc_ref, dy_ref, dhT_ref,
     dA_scr[...] = jnp.zeros_like(dA_scr)
 
   A_NB, B_NL, C_NL = (r[...].astype(acc) for r in (A_ref, B_ref, C_ref))
-  row = lambda r, t: r[pl.ds(t, 1), :].astype(acc)
 
-  def recompute(t, x_NB):             # xs[t] = state before token t
-    xs_scr[t] = x_NB
-    return steps.step_fwd(x_NB, A_NB, row(d_ref, t), row(u_ref, t), steps.pick_column(B_NL, t))
+  def recompute(g, x_NB):             # xs[t] = state before token t
+    t0 = pl.multiple_of(g * ROWS, ROWS)
+    d_GB, u_GB = _rows(d_ref, t0, acc), _rows(u_ref, t0, acc)
+    for j in range(ROWS):
+      xs_scr[t0 + j] = x_NB           # leading (untiled) dim: any index is aligned
+      x_NB = steps.step_fwd(x_NB, A_NB, d_GB[j:j + 1], u_GB[j:j + 1],
+                            steps.pick_column(B_NL, t0 + j))
+    return x_NB
 
-  jax.lax.fori_loop(0, L, recompute, hc_ref[...].astype(acc))
+  jax.lax.fori_loop(0, L // ROWS, recompute, hc_ref[...].astype(acc))
   lane = jax.lax.broadcasted_iota(jnp.int32, B_NL.shape, 1)
 
-  def token(i, carry):
+  def group(i, carry):                # token groups last to first, tokens last to first
     dh_NB, dA_NB, dB_NL, dC_NL = carry
-    t = L - 1 - i
-    dh_NB, du, dd, dB_N1, dC_N1, dA_t = steps.step_bwd(
-        xs_scr[t], dh_NB, A_NB, row(d_ref, t), row(u_ref, t), steps.pick_column(B_NL, t),
-        steps.pick_column(C_NL, t), row(dy_ref, t))
-    du_ref[pl.ds(t, 1), :] = du.astype(du_ref.dtype)
-    dd_ref[pl.ds(t, 1), :] = dd.astype(dd_ref.dtype)
-    # Scatter the [N, 1] columns into lane t of the chunk's [N, L] tiles.
-    dB_NL = dB_NL + jnp.where(lane == t, dB_N1, 0.0)
-    dC_NL = dC_NL + jnp.where(lane == t, dC_N1, 0.0)
-    return dh_NB, dA_NB + dA_t, dB_NL, dC_NL
+    t0 = pl.multiple_of((L // ROWS - 1 - i) * ROWS, ROWS)
+    d_GB, u_GB, dy_GB = (_rows(r, t0, acc) for r in (d_ref, u_ref, dy_ref))
+    dus, dds = [None] * ROWS, [None] * ROWS
+    for j in reversed(range(ROWS)):
+      t = t0 + j
+      dh_NB, dus[j], dds[j], dB_N1, dC_N1, dA_t = steps.step_bwd(
+          xs_scr[t], dh_NB, A_NB, d_GB[j:j + 1], u_GB[j:j + 1], steps.pick_column(B_NL, t),
+          steps.pick_column(C_NL, t), dy_GB[j:j + 1])
+      # Scatter the [N, 1] columns into lane t of the chunk's [N, L] tiles.
+      dB_NL = dB_NL + jnp.where(lane == t, dB_N1, 0.0)
+      dC_NL = dC_NL + jnp.where(lane == t, dC_N1, 0.0)
+      dA_NB = dA_NB + dA_t
+    du_ref[pl.ds(t0, ROWS), :] = jnp.concatenate(dus, 0).astype(du_ref.dtype)
+    dd_ref[pl.ds(t0, ROWS), :] = jnp.concatenate(dds, 0).astype(dd_ref.dtype)
+    return dh_NB, dA_NB, dB_NL, dC_NL
 
   zeros_NL = jnp.zeros(B_NL.shape, acc)
   dh_NB, dA_NB, dB_NL, dC_NL = jax.lax.fori_loop(
-      0, L, token, (dh_scr[...], dA_scr[...], zeros_NL, zeros_NL))
+      0, L // ROWS, group, (dh_scr[...], dA_scr[...], zeros_NL, zeros_NL))
   dB_ref[...] = dB_NL.astype(dB_ref.dtype)
   dC_ref[...] = dC_NL.astype(dC_ref.dtype)
   dh_scr[...] = dh_NB
