@@ -4,12 +4,20 @@
     python export.py --workdir runs/X --format hf --out exports/X-hf           # transformers folder
     python export.py --workdir runs/X --format stablehlo --out exports/X-hlo   # jax.export modules
     python export.py --import exports/X-hf --workdir runs/Y [--config configs/quickstart.py] [k=v ...]
+    python export.py --workdir runs/X --aot v5e:2x2 [--batch 8 --seq-len T --dtype bfloat16]
 
 `--format hf` works for the GPT-2 style (GPT2LMHeadModel) and Llama style (LlamaForCausalLM)
 decoders; any other model is refused with the reason. `--dtype bfloat16` casts while restoring.
 `--import` reads a seqzoo safetensors export or a Hugging Face folder (config.json + safetensors)
 and writes a run with a step-0 checkpoint: the printed train.py command continues training it (data
 and train settings come from --config and the overrides; the model from the imported folder).
+
+Parameters are restored onto the run's own mesh (config.json's mesh.*), or where these devices
+cannot hold it onto the nearest mesh they can, said in a note on stderr (export_io.restore_mesh);
+every format then gathers them to the host. The stablehlo modules are one-device programs. --aot
+TOPOLOGY compiles that forward pass for --batch rows with the parameters sharded on the run's mesh
+over a TPU/GPU slice's devices (as `train.py --aot`), prints memory per device against HBM, and
+exits 4 if it does not fit; it reads config.json only.
 """
 from __future__ import annotations
 
@@ -38,7 +46,8 @@ def parse_args(argv):
                  help="parameter dtype of the export (default: the run's model.param_dtype)")
   p.add_argument("--seq-len", type=int, default=None,
                  help="stablehlo: forward length T (default data.seq_len)")
-  p.add_argument("--batch", type=int, default=1, help="stablehlo: decode batch size")
+  p.add_argument("--batch", type=int, default=1,
+                 help="stablehlo: decode batch size; --aot: the forward's rows")
   p.add_argument("--cache-len", type=int, default=None,
                  help="stablehlo: decode cache length (default model.max_len)")
   p.add_argument("--platforms", default=None,
@@ -48,8 +57,35 @@ def parse_args(argv):
                  help="a seqzoo safetensors export or a Hugging Face folder to import")
   p.add_argument("--config", default="configs/quickstart.py",
                  help="--import of an HF folder: the data/train settings (the model comes from it)")
+  p.add_argument("--aot", metavar="TOPOLOGY", default=None,
+                 help="compile the forward pass for a TPU/GPU slice (v5e:2x2, v5p:4x4x4, ...) on "
+                      "the run's mesh and report its memory per device; writes nothing")
   p.add_argument("overrides", nargs="*", help="--import: key.path=value applied to the run config")
   return p.parse_args(argv)
+
+
+def seq_cache_len(args, cfg) -> tuple[int, int]:
+  seq_len = args.seq_len or cfg.data.seq_len
+  cache_len = args.cache_len or cfg.model.max_len
+  if cfg.model.pos == "learned" and max(seq_len, cache_len) > cfg.model.max_len:
+    raise ConfigError(f"--seq-len {seq_len} / --cache-len {cache_len} exceed model.max_len="
+                      f"{cfg.model.max_len}, the learned position table")
+  return seq_len, cache_len
+
+
+def compile_for(args) -> int:
+  """--aot: the forward pass compiled for a topology by this host's CPU; nothing runs."""
+  jax.config.update("jax_platforms", "cpu")   # before any backend: no accelerator is looked for
+  from modelzoo import export_hlo
+  from training import aot
+  cfg = export_io.read_config(Path(args.workdir))
+  if args.dtype:
+    cfg = base.apply_overrides(cfg, [f"model.param_dtype={args.dtype}"])
+  seq_len, _ = seq_cache_len(args, cfg)
+  r = aot.memory_report(args.aot, lambda devices: export_hlo.lower_forward(cfg, devices, seq_len,
+                                                                         args.batch))
+  print(aot.show(r, f"forward [{args.batch}, {seq_len}] of {args.workdir}"))
+  return 0 if r["fits"] else aot.EXIT_DOES_NOT_FIT
 
 
 def export(args) -> dict:
@@ -72,11 +108,7 @@ def export(args) -> dict:
       raise ConfigError("--format stablehlo needs the flatbuffers package: pip install "
                         "'flatbuffers>=24'") from None
     from modelzoo import export_hlo
-    seq_len = args.seq_len or cfg.data.seq_len
-    cache_len = args.cache_len or cfg.model.max_len
-    if cfg.model.pos == "learned" and max(seq_len, cache_len) > cfg.model.max_len:
-      raise ConfigError(f"--seq-len {seq_len} / --cache-len {cache_len} exceed model.max_len="
-                        f"{cfg.model.max_len}, the learned position table")
+    seq_len, cache_len = seq_cache_len(args, cfg)
     platforms = args.platforms.split(",") if args.platforms else None
     manifest = export_hlo.write(out, cfg, params, seq_len, args.batch, cache_len, platforms)
     if manifest["decode_step"] is None:
@@ -106,6 +138,10 @@ def import_(args) -> dict:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  if args.aot:
+    if args.src:
+      raise ConfigError("--aot compiles a run's forward pass: not with --import")
+    return compile_for(args)
   out = import_(args) if args.src else export(args)
   print(json.dumps(out, indent=2))
   return 0

@@ -27,19 +27,43 @@ import numpy as np
 
 import modelzoo
 from configs import base
+from layers import sharding
+from modelzoo import export_io
 from modelzoo.export_io import flatten, save_file, unflatten
 
 
-def export_forward(model_cfg, params, seq_len: int, platforms=None) -> jax.export.Exported:
+def forward_fn(model_cfg):
+  """The exported forward: (flat params, tokens_BT int32) -> logits_BTV float32."""
   model = modelzoo.build(model_cfg)
 
   def forward(flat_params, tokens_BT):
     logits_BTV = model.apply({"params": unflatten(flat_params)}, tokens_BT)
     return logits_BTV.astype(jnp.float32)
+  return forward
+
+
+def export_forward(model_cfg, params, seq_len: int, platforms=None) -> jax.export.Exported:
   # A symbolic batch size; the length stays concrete (the chunked kernels pad T to their block
-  # sizes, which symbolic shape arithmetic cannot prove divisible).
+  # sizes, which symbolic shape arithmetic cannot prove divisible). Traced off any mesh: the
+  # artifact is a one-device program, callable wherever jax runs.
   tokens = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {seq_len}"), jnp.int32)
-  return jax.export.export(jax.jit(forward), platforms=platforms)(_specs(flatten(params)), tokens)
+  return jax.export.export(jax.jit(forward_fn(model_cfg)), platforms=platforms)(
+      _specs(flatten(params)), tokens)
+
+
+def lower_forward(cfg: base.Config, devices, seq_len: int, batch: int):
+  """The same forward for `batch` rows lowered for `devices` (export.py --aot: a topology's) with
+  the parameters sharded on the mesh a restore there would use: (lowered, abstract args, mesh
+  sizes), as training/aot.memory_report takes it."""
+  mesh = export_io.restore_mesh(cfg, devices)
+  params = flatten_abstract(export_io.param_target(cfg.model, seq_len, mesh))
+  b_sh = sharding.batch_sharding(mesh)
+  if batch % (mesh.shape["data"] * mesh.shape["fsdp"]):    # e.g. one row: every device has it
+    b_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  tokens = jax.ShapeDtypeStruct((batch, seq_len), jnp.int32, sharding=b_sh)
+  with sharding.activate(mesh):
+    lowered = jax.jit(forward_fn(cfg.model)).lower(params, tokens)
+  return lowered, (params, tokens), dict(mesh.shape)
 
 
 def cache_spec(model_cfg, batch: int, cache_len: int) -> dict:

@@ -107,6 +107,56 @@ def test_restore_onto_another_mesh_in_bfloat16(tmp_path, corpus):
                got, params)
 
 
+def test_export_and_import_on_the_runs_own_mesh(tmp_path, corpus, capsys):
+  cfg, params = make_run(tmp_path / "run", corpus, "mesh.data=1", "mesh.fsdp=4", "mesh.tensor=2")
+  capsys.readouterr()
+  _, _, got = export_io.restore_params(tmp_path / "run")      # default: the run's own mesh
+  assert "note:" not in capsys.readouterr().err
+  q = got["layers"]["attn"]["query"]["kernel"]                  # [L, D, H, d]: fsdp x tensor
+  assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+  assert dict(q.sharding.mesh.shape) == dict(data=1, fsdp=4, tensor=2)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), got, params)
+  # The forward on the sharded parameters (kernels per shard) == one device's.
+  x = tokens()
+  model = modelzoo.build(cfg.model)
+  with sharding.activate(q.sharding.mesh):
+    sharded = np.asarray(jax.jit(model.apply)({"params": got}, x))
+  np.testing.assert_allclose(sharded, logits(cfg.model, params, x), atol=1e-5, rtol=0)
+  # Export, then import into a run on the same mesh: written from tx.init/init traced on it.
+  assert export.main(["--workdir", str(tmp_path / "run"), "--format", "safetensors",
+                      "--out", str(tmp_path / "st")]) == 0
+  assert export.main(["--import", str(tmp_path / "st"), "--workdir", str(tmp_path / "imp")]) == 0
+  _, step, back = export_io.restore_params(tmp_path / "imp")
+  assert step == 0 and back["layers"]["attn"]["query"]["kernel"].sharding.spec == q.sharding.spec
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), back, params)
+
+
+def test_a_run_whose_mesh_the_devices_cannot_hold_falls_back(tmp_path, corpus, capsys):
+  cfg, params = make_run(tmp_path, corpus, "mesh.data=1", "mesh.fsdp=8")
+  pod = base.apply_overrides(cfg, ["mesh.fsdp=16"])             # as if trained on 16 devices
+  (tmp_path / "config.json").write_text(base.to_json(pod))
+  capsys.readouterr()
+  assert export.main(["--workdir", str(tmp_path), "--format", "safetensors",
+                      "--out", str(tmp_path / "st"), "--dtype", "bfloat16"]) == 0
+  assert ("note: the run's mesh data=1 fsdp=16 tensor=1 needs 16 devices but 8 are available: "
+          "restoring onto mesh data=1 fsdp=8 tensor=1 instead") in capsys.readouterr().err
+  cfg16, got = export_io.load_safetensors(tmp_path / "st")
+  assert cfg16.mesh == pod.mesh                                 # the export keeps the run's mesh
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b.astype(jnp.bfloat16)), got, params)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                    reason="no TPU compiler (libtpu): pip install -e '.[tpu]'")
+def test_forward_compiles_for_v5e_on_the_runs_mesh(tmp_path, corpus, capsys):
+  make_run(tmp_path, corpus, "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2")
+  capsys.readouterr()
+  assert export.main(["--workdir", str(tmp_path), "--aot", "v5e:2x2", "--batch", "4"]) == 0
+  out = capsys.readouterr()
+  assert "restoring onto mesh data=1 fsdp=2 tensor=2" in out.err     # 8 devices' mesh on 4
+  assert "forward [4, 16]" in out.out and "mesh data=1 fsdp=2 tensor=2" in out.out
+  assert "HBM: fits" in out.out
+
+
 def test_stablehlo_runs_without_seqzoo(tmp_path, corpus):
   cfg, params = make_run(tmp_path / "run", corpus)
   out = tmp_path / "hlo"

@@ -32,6 +32,9 @@ for the scanned ones); the excess is elementwise work XLA counts and 6N leaves o
 (norms, GELU, softmax, AdamW), plus remat's recomputation when it is on. XLA:GPU returns no cost
 analysis: on GPUs the FLOPs are the model's and the roofline is compute-only.
 
+eval.py --aot and export.py --aot compile their programs through `memory_report` (memory per device
+only: what `lower(devices)` returns, compiled for the topology's devices).
+
 Roofline: step time = max(FLOPs / peak FLOP/s, bytes accessed / HBM bandwidth) per device;
 tokens/s per chip = tokens per device per step / step time x devices per chip; MFU estimate = the
 model's FLOPs / (step time x peak). Exit codes (train.py): 0 fits, EXIT_DOES_NOT_FIT if the step
@@ -68,13 +71,19 @@ def setup(cfg: base.Config, devices):
   return model, tx, schedule, mesh, abstract, state_sh, b_sh
 
 
+def lower_step(cfg: base.Config, devices):
+  """train.py's step for `cfg` lowered for `devices`: (lowered, abstract (state, batch))."""
+  model, tx, schedule, mesh, abstract, state_sh, b_sh = setup(cfg, devices)
+  args = (abstract, step.batch_spec(cfg, b_sh))
+  with sharding.activate(mesh):
+    lowered = step.jit_train_step(model, tx, schedule, cfg, state_sh, b_sh).lower(*args)
+  return lowered, args
+
+
 def compile_step(cfg: base.Config, devices, options=None):
   """train.py's step for `cfg` compiled for `devices`: (compiled, abstract state)."""
-  model, tx, schedule, mesh, abstract, state_sh, b_sh = setup(cfg, devices)
-  with sharding.activate(mesh):
-    lowered = step.jit_train_step(model, tx, schedule, cfg, state_sh, b_sh).lower(
-        abstract, step.batch_spec(cfg, b_sh))
-  return lowered.compile(options or None), abstract
+  lowered, args = lower_step(cfg, devices)
+  return lowered.compile(options or None), args[0]
 
 
 def shard_bytes(tree) -> int:
@@ -112,39 +121,65 @@ def count_flops(cfg: base.Config, devices, options) -> tuple[float, float, str]:
   return A * f1, A * b1, how
 
 
-def report(cfg: base.Config, topology: str) -> dict:
-  """Compile for `topology` and return the report (printed by `show`)."""
+def target(topology: str) -> tuple[hardware.Chip, list, dict]:
+  """(chip, devices, report head) of a topology: what a device of it has (a v4 chip is 2 devices)."""
   chip, devices = hardware.topology_devices(topology)
   n = len(devices)
-  try:                        # e.g. a mesh that does not match the topology: before compiling
-    base.validate(cfg, n)
-  except base.ConfigError as e:
-    raise base.ConfigError(f"--aot {topology} ({n} devices): {e}") from None
   per_chip = n // len({tuple(getattr(d, "coords", (d.id,))) for d in devices})  # v4: 2 cores
-  hbm, peak, bw = chip.hbm_bytes / per_chip, chip.peak_flops / per_chip, chip.hbm_bw / per_chip
-  options = hardware.compiler_options(chip)
-  r = {"topology": topology, "chip": chip.name, "device_kind": devices[0].device_kind,
-       "devices": n, "devices_per_chip": per_chip, "mesh": base.mesh_shape(cfg.mesh, n),
-       "hbm_bytes": hbm}
+  return chip, devices, {"topology": topology, "chip": chip.name,
+                         "device_kind": devices[0].device_kind, "devices": n,
+                         "devices_per_chip": per_chip, "hbm_bytes": chip.hbm_bytes / per_chip}
+
+
+def compile_memory(r: dict, lowered, args, options=None):
+  """Compiles `lowered` (traced for the topology's devices); adds its memory per device to the
+  report `r` (fits, or the compiler's words and the arguments' bytes when it refuses for lack of
+  memory, then returns None). `args`: the abstract sharded arguments lowered with."""
   t0 = time.perf_counter()
   try:
-    compiled, abstract = compile_step(cfg, devices, options)
+    compiled = lowered.compile(options or None)
   except jax.errors.JaxRuntimeError as e:     # XLA:TPU refuses a program that cannot fit
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
-    *_, abstract, _, b_sh = setup(cfg, devices)
-    r.update(fits=False, compiler_says=str(e).splitlines()[0],
-             argument_bytes=shard_bytes((abstract, step.batch_spec(cfg, b_sh))))
-    return r
+    r.update(fits=False, compiler_says=str(e).splitlines()[0], argument_bytes=shard_bytes(args))
+    return None
   r["compile_s"] = time.perf_counter() - t0
   mem = compiled.memory_analysis()
   total = (mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes
            - mem.alias_size_in_bytes)
   r.update(argument_bytes=mem.argument_size_in_bytes, temp_bytes=mem.temp_size_in_bytes,
            output_bytes=mem.output_size_in_bytes - mem.alias_size_in_bytes, total_bytes=total,
-           headroom=1 - total / hbm, fits=total <= hbm)
+           headroom=1 - total / r["hbm_bytes"], fits=total <= r["hbm_bytes"])
+  return compiled
+
+
+def memory_report(topology: str, lower) -> dict:
+  """Memory per device of any program for `topology`: `lower(devices)` returns (lowered, abstract
+  args, mesh sizes) traced for those devices (eval.py's and export.py's --aot)."""
+  chip, devices, r = target(topology)
+  lowered, args, mesh = lower(devices)
+  r["mesh"] = mesh
+  compile_memory(r, lowered, args, hardware.compiler_options(chip))
+  return r
+
+
+def report(cfg: base.Config, topology: str) -> dict:
+  """Compile for `topology` and return the report (printed by `show`)."""
+  chip, devices, r = target(topology)
+  n = len(devices)
+  try:                        # e.g. a mesh that does not match the topology: before compiling
+    base.validate(cfg, n)
+  except base.ConfigError as e:
+    raise base.ConfigError(f"--aot {topology} ({n} devices): {e}") from None
+  per_chip = r["devices_per_chip"]
+  peak, bw = chip.peak_flops / per_chip, chip.hbm_bw / per_chip
+  options = hardware.compiler_options(chip)
+  r["mesh"] = base.mesh_shape(cfg.mesh, n)
+  lowered, args = lower_step(cfg, devices)
+  compiled = compile_memory(r, lowered, args, options)
   if not r["fits"]:
     return r
+  abstract = args[0]
 
   m, T, B = cfg.model, cfg.data.seq_len, cfg.train.batch_size
   tokens = B * T / n                                  # per device per step
@@ -199,7 +234,7 @@ def show(r: dict, config_name: str = "") -> str:
             f"  outputs (unaliased)  {mib(r['output_bytes'])}",
             f"  total                {mib(r['total_bytes'])} of {r['hbm_bytes'] / 2**30:.1f} GiB "
             f"HBM: {verdict} ({r['headroom']:.1%} headroom)"]
-  if not r["fits"]:
+  if not r["fits"] or "model_flops" not in r:    # a memory_report ends here
     return "\n".join(lines)
   lines += ["FLOPs per step per device",
             f"  model (6N + attention/mixers)  {r['model_flops']:.4g}   ({r['params']:,} params)"]
