@@ -58,8 +58,8 @@ def parse_args(argv):
   p.add_argument("overrides", nargs="*", help="--aot: key.path=value applied to the config")
   args = p.parse_args(argv)
   if not args.aot and (args.config or args.overrides):
-    raise ConfigError("--config and key=value overrides are for --aot only: eval.py evaluates a run "
-                      "as it was trained")
+    raise ConfigError("--config and key=value overrides are for --aot only: eval.py evaluates a "
+                      "run as it was trained")
   if not args.workdir and not (args.aot and args.config):
     raise ConfigError("eval.py needs --workdir RUN (or, with --aot, --config FILE)")
   return args

@@ -1,7 +1,7 @@
 """Parameters in and out of runs: flat named tensors, params-only restores, imported runs.
 
-    cfg, step, params = restore_params(workdir)   # on the run's own mesh (restore_mesh)
-    cfg, step, params = restore_params(workdir, param_dtype="bfloat16", mesh=mesh)   # any mesh/dtype
+    cfg, step, params = restore_params(workdir)        # on the run's own mesh (restore_mesh)
+    cfg, step, params = restore_params(workdir, param_dtype="bfloat16", mesh=mesh)  # any mesh
     save_safetensors(out_dir, params, cfg)     # model.safetensors + config.json (+ tokenizer.json)
     cfg, params = load_safetensors(out_dir)
     write_run(workdir, cfg, params)            # a step-0 checkpoint that train.py resumes from

@@ -1,5 +1,5 @@
-"""eval.py: a run is restored onto its own mesh (or the nearest these devices hold, with a note), its
-loss there equals one device's, and its eval step compiles for a TPU slice (--aot)."""
+"""eval.py: a run is restored onto its own mesh (or the nearest these devices hold, with a note),
+its loss there equals one device's, and its eval step compiles for a TPU slice (--aot)."""
 import json
 
 import jax

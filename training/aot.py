@@ -122,7 +122,7 @@ def count_flops(cfg: base.Config, devices, options) -> tuple[float, float, str]:
 
 
 def target(topology: str) -> tuple[hardware.Chip, list, dict]:
-  """(chip, devices, report head) of a topology: what a device of it has (a v4 chip is 2 devices)."""
+  """(chip, devices, report head) of a topology: what one device has (a v4 chip is 2 devices)."""
   chip, devices = hardware.topology_devices(topology)
   n = len(devices)
   per_chip = n // len({tuple(getattr(d, "coords", (d.id,))) for d in devices})  # v4: 2 cores
