@@ -30,8 +30,8 @@ import train
 from configs import base
 from configs.base import ConfigError
 from layers import sharding
-from modelzoo import data as data_lib
-from modelzoo import export_io, tokenize
+from data import sources, tokenize
+from modelzoo import export_io
 from modelzoo.checkpoint import Checkpointer, CheckpointError
 from modelzoo.generate import generate
 from training import aot
@@ -136,7 +136,7 @@ def main(argv=None, devices=None) -> int:
   model = modelzoo.build(cfg.model)
   b_sh = train.batch_sharding(mesh)
   batches = train.val_batches(cfg, tok, n)
-  bpt = data_lib.bytes_per_token(cfg.data, tok, "val")
+  bpt = sources.bytes_per_token(cfg.data, tok, "val")
   out = {"step": step, "batches": len(batches), "mesh": dict(mesh.shape)}
   for alpha in args.logit_scale:
     eval_step = jax.jit(make_eval_step(model, cfg, alpha))

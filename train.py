@@ -33,10 +33,9 @@ import modelzoo
 from configs import base
 from configs.base import ConfigError
 from layers import sharding
-from modelzoo import data as data_lib
+from data import pipeline, sources, tokenize
 from modelzoo import distributed
 from modelzoo import metrics as metrics_lib
-from modelzoo import tokenize
 from modelzoo.checkpoint import Checkpointer, CheckpointError
 from training import aot
 from training.step import (  # noqa: F401  (train.X names kept for eval.py and the tests)
@@ -163,11 +162,11 @@ def main(argv=None) -> int:
   if lead:
     tok.save(workdir)
   n_proc, local_b = jax.process_count(), t.batch_size // jax.process_count()
-  train_it = data_lib.build_dataset(cfg.data, tok, "train", batch_size=local_b, seed=t.seed,
+  train_it = pipeline.build_dataset(cfg.data, tok, "train", batch_size=local_b, seed=t.seed,
                                     process_index=jax.process_index(), process_count=n_proc)
 
   val = val_batches(cfg, tok, t.eval_steps)
-  bpt = data_lib.bytes_per_token(cfg.data, tok, "val")
+  bpt = sources.bytes_per_token(cfg.data, tok, "val")
 
   # --- Model, optimizer, mesh, sharded state.
   model = modelzoo.build(cfg.model)
@@ -297,7 +296,7 @@ def _preemption_point(step: int) -> bool:
 
 def val_batches(cfg, tok, n: int) -> list[dict]:
   """The first n batches of the (fixed-order) validation split, this process's share."""
-  it = data_lib.build_dataset(cfg.data, tok, "val",
+  it = pipeline.build_dataset(cfg.data, tok, "val",
                               batch_size=cfg.train.batch_size // jax.process_count(), seed=0,
                               process_index=jax.process_index(), process_count=jax.process_count())
   return [b for _, b in zip(range(n), it)]

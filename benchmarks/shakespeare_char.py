@@ -33,10 +33,9 @@ import train  # noqa: E402
 from configs import base  # noqa: E402
 from configs.shakespeare_char import cpu_info  # noqa: E402
 from layers import sharding  # noqa: E402
-from modelzoo import data as data_lib  # noqa: E402
+from data import pipeline, tokenize  # noqa: E402
 from modelzoo import distributed  # noqa: E402
 from modelzoo import metrics as metrics_lib  # noqa: E402
-from modelzoo import tokenize  # noqa: E402
 
 NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=1",
                 "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
@@ -51,7 +50,7 @@ class Ours:
     base.validate(cfg, jax.device_count())
     self.cfg, self.name = cfg, " ".join(overrides) or "default"
     tok = tokenize.build_tokenizer(cfg.data, None)
-    self.it = data_lib.build_dataset(cfg.data, tok, "train", batch_size=cfg.train.batch_size, seed=0)
+    self.it = pipeline.build_dataset(cfg.data, tok, "train", batch_size=cfg.train.batch_size, seed=0)
     model = modelzoo.build(cfg.model)
     tx, schedule = train.make_optimizer(cfg.train)
     mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, jax.device_count()))

@@ -209,8 +209,7 @@ def write_run(workdir: Path, cfg: base.Config, params, tokenizer_src: Path | Non
   Returns the generated config file to pass to `train.py --config`.
   """
   import train                          # top-level module: the repo root is the workspace
-  from modelzoo import data as data_lib
-  from modelzoo import tokenize
+  from data import pipeline, tokenize
   from modelzoo.checkpoint import Checkpointer
   workdir = Path(workdir)
   if (workdir / "checkpoints").exists() and checkpoint_steps(workdir):
@@ -226,7 +225,7 @@ def write_run(workdir: Path, cfg: base.Config, params, tokenizer_src: Path | Non
                       f"has model.vocab_size={cfg.model.vocab_size}")
   tok.save(workdir)
   n_proc = jax.process_count()
-  it = data_lib.build_dataset(cfg.data, tok, "train", batch_size=cfg.train.batch_size // n_proc,
+  it = pipeline.build_dataset(cfg.data, tok, "train", batch_size=cfg.train.batch_size // n_proc,
                               seed=cfg.train.seed, process_index=jax.process_index(),
                               process_count=n_proc)
   data_state = it.get_state()

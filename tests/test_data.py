@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs.base import ConfigError, DataConfig
-from modelzoo import data, tokenize
+from data import pipeline, sources, tokenize
 
 KEYS = {"inputs": np.int32, "targets": np.int32, "weights": np.float32, "segment_ids": np.int32,
         "positions": np.int32}
@@ -37,7 +37,7 @@ def test_windows_are_stream_slices(tmp_path):
   text, T, b = _text(1000), 16, 4
   cfg = _text_cfg(tmp_path, text, seq_len=T)
   val = np.frombuffer(text[900:].encode(), np.uint8)       # nanoGPT: the last 10% of the characters
-  batches = list(data.build_dataset(cfg, BYTE, "val", batch_size=b, seed=0))
+  batches = list(pipeline.build_dataset(cfg, BYTE, "val", batch_size=b, seed=0))
   assert len(batches) == ((len(val) - 1) // T) // b        # one pass, whole batches only
   for k, batch in enumerate(batches):
     _check_batch(batch, b, T)
@@ -55,7 +55,7 @@ def test_train_epoch_is_a_permutation_then_reshuffled(tmp_path):
   cfg = _text_cfg(tmp_path, text, seq_len=T)
   stream = np.frombuffer(text[:int(len(text) * 0.9)].encode(), np.uint8).astype(np.int32)
   n = (len(stream) - 1) // T
-  rows = np.concatenate([x["inputs"] for x in _take(data.build_dataset(cfg, BYTE, "train", batch_size=b,
+  rows = np.concatenate([x["inputs"] for x in _take(pipeline.build_dataset(cfg, BYTE, "train", batch_size=b,
                                                                       seed=1), 2 * n // b + 1)])
   windows = {stream[i * T:i * T + T].tobytes(): i for i in range(n)}
   assert len(windows) == n                                   # (this random text has no repeated window)
@@ -67,13 +67,13 @@ def test_train_epoch_is_a_permutation_then_reshuffled(tmp_path):
 
 def test_random_sampling_is_nanogpts(tmp_path, monkeypatch):
   # nanoGPT's get_batch: start ~ U{0, ..., N-T-1}, inputs = stream[s:s+T], targets = stream[s+1:s+T+1].
-  monkeypatch.setattr(data.Batches, "IID_BLOCK", 50)        # so batches straddle blocks here
+  monkeypatch.setattr(pipeline.Batches, "IID_BLOCK", 50)        # so batches straddle blocks here
   text, T, b = _text(4000), 16, 6
   cfg = _text_cfg(tmp_path, text, seq_len=T, sampling="random")
   stream = np.frombuffer(text[:3600].encode(), np.uint8).astype(np.int32)
   starts = {stream[i:i + T].tobytes(): i for i in range(len(stream) - T)}
   assert len(starts) == len(stream) - T                      # no repeated window in this random text
-  batches = _take(data.build_dataset(cfg, BYTE, "train", batch_size=b, seed=5), 100)
+  batches = _take(pipeline.build_dataset(cfg, BYTE, "train", batch_size=b, seed=5), 100)
   s = np.array([starts[r.tobytes()] for x in batches for r in x["inputs"]])
   for k, x in enumerate(batches):
     np.testing.assert_array_equal(x["targets"], stream[s[k * b:(k + 1) * b, None] + 1 + np.arange(T)])
@@ -81,35 +81,35 @@ def test_random_sampling_is_nanogpts(tmp_path, monkeypatch):
   assert (s % T != 0).mean() > 0.8 and len(set(s.tolist())) > 0.8 * len(s)   # any offset, mostly new
   assert abs(s.mean() / (len(stream) - T - 1) - 0.5) < 0.05                 # uniform: mean 0.5 +- 4 sd
   # Deterministic, resumable mid-block, and val keeps the in-order stride-T windows.
-  it = data.build_dataset(cfg, BYTE, "train", batch_size=b, seed=5)
+  it = pipeline.build_dataset(cfg, BYTE, "train", batch_size=b, seed=5)
   _take(it, 37)
-  fresh = data.build_dataset(cfg, BYTE, "train", batch_size=b, seed=5)
+  fresh = pipeline.build_dataset(cfg, BYTE, "train", batch_size=b, seed=5)
   fresh.set_state(json.loads(json.dumps(it.get_state())))
   for x, y in zip(_take(fresh, 20), batches[37:57]):
     np.testing.assert_array_equal(x["inputs"], y["inputs"])
-  val = next(data.build_dataset(cfg, BYTE, "val", batch_size=b, seed=5))
+  val = next(pipeline.build_dataset(cfg, BYTE, "val", batch_size=b, seed=5))
   np.testing.assert_array_equal(val["inputs"][1], np.frombuffer(text[3600 + T:3600 + 2 * T].encode(),
                                                                  np.uint8))
   with pytest.raises(ConfigError, match="data.sampling='random' needs data.pack=false"):
-    data.build_dataset(_text_cfg(tmp_path, text, sampling="random", pack=True), BYTE, "train",
+    pipeline.build_dataset(_text_cfg(tmp_path, text, sampling="random", pack=True), BYTE, "train",
                        batch_size=b, seed=0)
 
 
 def test_determinism_and_resume(tmp_path):
   cfg = _text_cfg(tmp_path, _text(3000), seq_len=8)
   kw = dict(batch_size=4, seed=7)
-  ref = _take(data.build_dataset(cfg, BYTE, "train", **kw), 200)   # > 2 epochs of 84 batches
-  again = _take(data.build_dataset(cfg, BYTE, "train", **kw), 200)
-  other = _take(data.build_dataset(cfg, BYTE, "train", batch_size=4, seed=8), 5)
+  ref = _take(pipeline.build_dataset(cfg, BYTE, "train", **kw), 200)   # > 2 epochs of 84 batches
+  again = _take(pipeline.build_dataset(cfg, BYTE, "train", **kw), 200)
+  other = _take(pipeline.build_dataset(cfg, BYTE, "train", batch_size=4, seed=8), 5)
   for x, y in zip(ref, again):
     for k in KEYS:
       np.testing.assert_array_equal(x[k], y[k])
   assert not all((x["inputs"] == y["inputs"]).all() for x, y in zip(ref, other))
   for stop in (0, 3, 83, 150):
-    it = data.build_dataset(cfg, BYTE, "train", **kw)
+    it = pipeline.build_dataset(cfg, BYTE, "train", **kw)
     _take(it, stop)
     state = json.loads(json.dumps(it.get_state()))            # it must survive JSON
-    fresh = data.build_dataset(cfg, BYTE, "train", **kw)
+    fresh = pipeline.build_dataset(cfg, BYTE, "train", **kw)
     fresh.set_state(state)
     for x, y in zip(_take(fresh, 30), ref[stop:stop + 30]):
       np.testing.assert_array_equal(x["inputs"], y["inputs"])
@@ -121,8 +121,8 @@ def test_process_shards_partition_the_global_batch(tmp_path, split, pack, sampli
   docs = "".join(_text(int(n), seed=i) + "\n\n" for i, n in enumerate(np.linspace(3, 90, 60)))
   cfg = _text_cfg(tmp_path, docs * 3, seq_len=8, pack=pack, sampling=sampling)
   b, P, steps = 2, 3, 4
-  single = _take(data.build_dataset(cfg, BYTE, split, batch_size=b * P, seed=3), steps)
-  shards = [_take(data.build_dataset(cfg, BYTE, split, batch_size=b, seed=3, process_index=p,
+  single = _take(pipeline.build_dataset(cfg, BYTE, split, batch_size=b * P, seed=3), steps)
+  shards = [_take(pipeline.build_dataset(cfg, BYTE, split, batch_size=b, seed=3, process_index=p,
                                      process_count=P), steps) for p in range(P)]
   for k in range(steps):
     for key in KEYS:
@@ -132,7 +132,7 @@ def test_process_shards_partition_the_global_batch(tmp_path, split, pack, sampli
   assert len(rows) == steps * b * P or sampling == "random"    # (random: drawn with replacement)
   # Val: every process runs the same number of batches.
   if split == "val":
-    counts = [len(list(data.build_dataset(cfg, BYTE, "val", batch_size=b, seed=0, process_index=p,
+    counts = [len(list(pipeline.build_dataset(cfg, BYTE, "val", batch_size=b, seed=0, process_index=p,
                                           process_count=P))) for p in range(P)]
     assert len(set(counts)) == 1
 
@@ -141,7 +141,7 @@ def test_packing_hand_built():
   #          doc A      doc B (6 pairs: one full window + a tail)   C (1 token)  D
   tokens = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], np.uint16)
   bounds = np.array([0, 3, 10, 11, 13])
-  packed = data.Packed(tokens, bounds, seq_len=4)
+  packed = pipeline.Packed(tokens, bounds, seq_len=4)
   got = packed.gather(np.arange(len(packed)))
   # Row 0: B's full window. Row 1: best fit puts A (2 pairs) and B's tail (2 pairs) together. Row 2: D.
   np.testing.assert_array_equal(got["inputs"], [[4, 5, 6, 7], [1, 2, 8, 9], [12, 0, 0, 0]])
@@ -157,7 +157,7 @@ def test_packing_keeps_every_within_document_pair():
   tokens = rng.integers(0, 1000, lens.sum()).astype(np.uint16)
   bounds = np.concatenate([[0], np.cumsum(lens)])
   T = 16
-  packed = data.Packed(tokens, bounds, T)
+  packed = pipeline.Packed(tokens, bounds, T)
   got = packed.gather(np.arange(len(packed)))
   w = got["weights"] > 0
   assert ((got["segment_ids"] > 0) == w).all()
@@ -171,7 +171,7 @@ def test_packing_keeps_every_within_document_pair():
   assert (pos[:, 1:][w[:, 1:] & ~starts] == pos[:, :-1][w[:, 1:] & ~starts] + 1).all()
   # Best-fit never needs more rows than the total pairs / T rounded up plus one row per full window's slack.
   assert len(packed) < w.size / T * 1.3
-  rows = data.pack_best_fit([5, 9, 3, 7, 1, 8, 2], 10)
+  rows = pipeline.pack_best_fit([5, 9, 3, 7, 1, 8, 2], 10)
   assert sorted(i for r in rows for i in r) == list(range(7))
   assert all(sum([5, 9, 3, 7, 1, 8, 2][i] for i in r) <= 10 for r in rows) and len(rows) == 4
 
@@ -183,12 +183,12 @@ def test_tokens_source(tmp_path):
   train, val = rng.integers(0, 256, 500).astype(np.uint16), rng.integers(0, 256, 90).astype(np.uint16)
   train.tofile(d / "train.bin")
   val.tofile(d / "val.bin")
-  batch = next(data.build_dataset(DataConfig(source="tokens", path=str(d), seq_len=8), BYTE, "val",
+  batch = next(pipeline.build_dataset(DataConfig(source="tokens", path=str(d), seq_len=8), BYTE, "val",
                                   batch_size=2, seed=0))
   np.testing.assert_array_equal(batch["inputs"], [val[0:8], val[8:16]])
   one = tmp_path / "one.bin"
   train.tofile(one)                                   # a single file: the last 10% is val
-  batch = next(data.build_dataset(DataConfig(source="tokens", path=str(one), seq_len=8), BYTE, "val",
+  batch = next(pipeline.build_dataset(DataConfig(source="tokens", path=str(one), seq_len=8), BYTE, "val",
                                   batch_size=2, seed=0))
   np.testing.assert_array_equal(batch["targets"][0], train[450 + 1:450 + 9])
   # A new file, not one.bin rewritten: the iterators above may still be prefetching from its memmap,
@@ -196,7 +196,7 @@ def test_tokens_source(tmp_path):
   bad = tmp_path / "bad.bin"
   (rng.integers(256, 300, 100).astype(np.uint16)).tofile(bad)
   with pytest.raises(ConfigError, match="bad.bin.*token id"):
-    data.build_dataset(DataConfig(source="tokens", path=str(bad), seq_len=8), BYTE, "train",
+    pipeline.build_dataset(DataConfig(source="tokens", path=str(bad), seq_len=8), BYTE, "train",
                        batch_size=2, seed=0)
 
 
@@ -209,8 +209,8 @@ def test_arrayrecord_source_and_packing(tmp_path):
     w.write(doc.encode("utf-8"))
   w.close()
   cfg = DataConfig(source="arrayrecord", path=str(path), seq_len=8, pack=True)
-  assert data.documents(cfg, "train") == docs[:27] and data.documents(cfg, "val") == docs[27:]
-  batch = next(data.build_dataset(cfg, BYTE, "train", batch_size=4, seed=0))
+  assert sources.documents(cfg, "train") == docs[:27] and sources.documents(cfg, "val") == docs[27:]
+  batch = next(pipeline.build_dataset(cfg, BYTE, "train", batch_size=4, seed=0))
   _check_batch(batch, 4, 8)
   w_ = batch["weights"] > 0
   assert (batch["segment_ids"][w_] > 0).all() and (batch["segment_ids"][~w_] == 0).all()
@@ -225,14 +225,14 @@ def test_bytes_per_token(tmp_path):
     tok = tokenize.build_tokenizer(cfg, None)
     val = text[int(len(text) * 0.9):]
     want = len(val.encode("utf-8")) / len(tok.encode(val))
-    assert data.bytes_per_token(cfg, tok, "val") == pytest.approx(want)
+    assert sources.bytes_per_token(cfg, tok, "val") == pytest.approx(want)
     assert kind != "byte" or want == 1.0
     assert kind != "char" or want == len(val.encode("utf-8")) / len(val)
 
 
 def test_errors_name_the_path(tmp_path):
   def build(**kw):
-    return data.build_dataset(DataConfig(**kw), BYTE, "train", batch_size=2, seed=0)
+    return pipeline.build_dataset(DataConfig(**kw), BYTE, "train", batch_size=2, seed=0)
   missing = str(tmp_path / "missing.txt")
   with pytest.raises(ConfigError, match="missing.txt"):
     build(source="text", path=missing)
@@ -252,34 +252,34 @@ def test_errors_name_the_path(tmp_path):
     build(source="arrayrecord", path="")
   small = _text_cfg(tmp_path, _text(200), seq_len=8)        # val: 20 bytes = 2 windows < batch of 4
   with pytest.raises(ConfigError, match="fewer than one global batch of 4"):
-    data.build_dataset(small, BYTE, "val", batch_size=2, seed=0, process_count=2)
+    pipeline.build_dataset(small, BYTE, "val", batch_size=2, seed=0, process_count=2)
   with pytest.raises(ValueError, match="split='test'"):
-    data.build_dataset(small, BYTE, "test", batch_size=2, seed=0)
+    pipeline.build_dataset(small, BYTE, "test", batch_size=2, seed=0)
 
 
 def test_stdlib_smoke():
-  train, val = data.stdlib_files(0.1, "train"), data.stdlib_files(0.1, "val")
+  train, val = sources.stdlib_files(0.1, "train"), sources.stdlib_files(0.1, "val")
   assert len(train) > 100 and len(val) > 10 and not set(train) & set(val)
   assert 0.05 < len(val) / (len(train) + len(val)) < 0.15
   assert not any("site-packages" in f.parts for f in train + val)
   cfg = DataConfig(seq_len=64)
-  it = data.build_dataset(cfg, BYTE, "val", batch_size=8, seed=0)
+  it = pipeline.build_dataset(cfg, BYTE, "val", batch_size=8, seed=0)
   batch = next(it)
   _check_batch(batch, 8, 64)
   assert it.get_state() == {"next_index": 1}
-  assert data.bytes_per_token(cfg, BYTE, "val") == 1.0
+  assert sources.bytes_per_token(cfg, BYTE, "val") == 1.0
 
 
 @pytest.mark.slow
 def test_worker_processes_match_in_process(tmp_path):
   cfg = _text_cfg(tmp_path, _text(3000), seq_len=8)
-  ref = _take(data.build_dataset(cfg, BYTE, "train", batch_size=4, seed=2), 12)
+  ref = _take(pipeline.build_dataset(cfg, BYTE, "train", batch_size=4, seed=2), 12)
   mp_cfg = DataConfig(**{**cfg.__dict__, "num_workers": 2})
-  it = data.build_dataset(mp_cfg, BYTE, "train", batch_size=4, seed=2)
+  it = pipeline.build_dataset(mp_cfg, BYTE, "train", batch_size=4, seed=2)
   got = _take(it, 6)
   state = json.loads(json.dumps(it.get_state()))
   it.close()
-  fresh = data.build_dataset(mp_cfg, BYTE, "train", batch_size=4, seed=2)
+  fresh = pipeline.build_dataset(mp_cfg, BYTE, "train", batch_size=4, seed=2)
   fresh.set_state(state)
   got += _take(fresh, 6)
   fresh.close()

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import train
-from modelzoo import data as data_lib
+from data import pipeline
 from modelzoo.checkpoint import Checkpointer
 
 # schedule=constant: a run stopped at step s and continued to step n equals one run to n.
@@ -169,8 +169,8 @@ def test_non_finite_updates_are_skipped_counted_and_too_many_stop_with_state_sav
     corpus, tmp_path, capsys, monkeypatch):
   # Steps 3, 4 bad (2 <= K=3: skipped); 7..11 bad: the 4th in a row stops the run.
   poison = {3: np.nan, 4: np.inf, **{s: np.nan for s in range(7, 12)}}
-  build = data_lib.build_dataset
-  monkeypatch.setattr(data_lib, "build_dataset", lambda cfg, tok, split, **kw: (
+  build = pipeline.build_dataset
+  monkeypatch.setattr(pipeline, "build_dataset", lambda cfg, tok, split, **kw: (
       Poisoned(build(cfg, tok, split, **kw), poison) if split == "train"
       else build(cfg, tok, split, **kw)))
   wd = tmp_path / "run"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs.base import ConfigError, DataConfig
-from modelzoo import tokenize
+from data import tokenize
 
 SAMPLE = "def f(x):\n  return x * 2  # naïve → ok\n\tπ ≈ 3.14159 😀\n"
 CORPUS = ["the quick brown fox jumps over the lazy dog\n" * 20,

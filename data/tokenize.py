@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from configs.base import ConfigError, DataConfig
-from modelzoo import data as data_lib
+from data import sources
 
 FILENAME = "tokenizer.json"
 
@@ -186,11 +186,11 @@ def build_tokenizer(cfg: DataConfig, workdir=None) -> Tokenizer:
                         "'tokens' holds token ids; use data.tokenizer=byte or a bpe data.tokenizer_path")
     if cfg.tokenizer == "char":
       # Train AND val text, exactly like nanoGPT's prepare.py: every character of the corpus has an id.
-      tok = CharTokenizer.from_texts(data_lib.documents(cfg, "train") + data_lib.documents(cfg, "val"))
+      tok = CharTokenizer.from_texts(sources.documents(cfg, "train") + sources.documents(cfg, "val"))
     else:
       if cfg.bpe_vocab_size < 256:
         raise ConfigError(f"data.bpe_vocab_size={cfg.bpe_vocab_size} is below the 256-byte base alphabet")
-      tok = BpeTokenizer.train(data_lib.documents(cfg, "train"), cfg.bpe_vocab_size)
+      tok = BpeTokenizer.train(sources.documents(cfg, "train"), cfg.bpe_vocab_size)
   if workdir is not None:
     tok.save(workdir)
   return tok
