@@ -13,11 +13,12 @@ and writes a run with a step-0 checkpoint: the printed train.py command continue
 and train settings come from --config and the overrides; the model from the imported folder).
 
 Parameters are restored onto the run's own mesh (config.json's mesh.*), or where these devices
-cannot hold it onto the nearest mesh they can, said in a note on stderr (export_io.restore_mesh);
+cannot hold it onto the nearest mesh they can, said in a note on stderr (training/workdir.py);
 every format then gathers them to the host. The stablehlo modules are one-device programs. --aot
 TOPOLOGY compiles that forward pass for --batch rows with the parameters sharded on the run's mesh
 over a TPU/GPU slice's devices (as `train.py --aot`), prints memory per device against HBM, and
-exits 4 if it does not fit; it reads config.json only.
+exits 4 if it does not fit; it reads config.json only. Exit codes: training/cli.py.
+The work is in interop/ (params_io.py, hf.py, stablehlo.py).
 """
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ import jax
 
 from configs import base
 from configs.base import ConfigError
-from modelzoo import export_hf, export_io
+from interop import hf, params_io
+from training import cli
+from training import workdir as workdir_lib
 
 FORMATS = ("safetensors", "hf", "stablehlo")
 
@@ -75,17 +78,16 @@ def seq_cache_len(args, cfg) -> tuple[int, int]:
 
 def compile_for(args) -> int:
   """--aot: the forward pass compiled for a topology by this host's CPU; nothing runs."""
-  jax.config.update("jax_platforms", "cpu")   # before any backend: no accelerator is looked for
-  from modelzoo import export_hlo
+  from interop import stablehlo
   from training import aot
-  cfg = export_io.read_config(Path(args.workdir))
+  aot.compile_on_this_host()
+  cfg = workdir_lib.read_config(Path(args.workdir))
   if args.dtype:
     cfg = base.apply_overrides(cfg, [f"model.param_dtype={args.dtype}"])
   seq_len, _ = seq_cache_len(args, cfg)
-  r = aot.memory_report(args.aot, lambda devices: export_hlo.lower_forward(cfg, devices, seq_len,
-                                                                         args.batch))
-  print(aot.show(r, f"forward [{args.batch}, {seq_len}] of {args.workdir}"))
-  return 0 if r["fits"] else aot.EXIT_DOES_NOT_FIT
+  r = aot.memory_report(args.aot, lambda devices: stablehlo.lower_forward(cfg, devices, seq_len,
+                                                                        args.batch))
+  return aot.verdict(r, f"forward [{args.batch}, {seq_len}] of {args.workdir}")
 
 
 def export(args) -> dict:
@@ -93,24 +95,24 @@ def export(args) -> dict:
     raise ConfigError("export needs --format {safetensors,hf,stablehlo} and --out DIR")
   workdir = Path(args.workdir)
   if args.format == "hf":       # refuse before reading a checkpoint
-    export_hf.hf_arch(export_io.read_config(workdir).model)
-  cfg, step, params = export_io.restore_params(workdir, args.step, args.dtype)
+    hf.hf_arch(workdir_lib.read_config(workdir).model)
+  cfg, step, params = params_io.restore_params(workdir, args.step, args.dtype)
   out = Path(args.out)
   if args.format == "safetensors":
-    export_io.save_safetensors(out, params, cfg, workdir, meta={"step": step})
+    params_io.save_safetensors(out, params, cfg, workdir, meta={"step": step})
   elif args.format == "hf":
-    hf_cfg, tensors = export_hf.to_hf(jax.device_get(params), cfg.model)
-    export_hf.write_dir(out, hf_cfg, tensors)
+    hf_cfg, tensors = hf.to_hf(jax.device_get(params), cfg.model)
+    hf.write_dir(out, hf_cfg, tensors)
   else:
     try:
       import flatbuffers  # noqa: F401 — jax.export's serializer needs it
     except ImportError:
       raise ConfigError("--format stablehlo needs the flatbuffers package: pip install "
                         "'flatbuffers>=24'") from None
-    from modelzoo import export_hlo
+    from interop import stablehlo
     seq_len, cache_len = seq_cache_len(args, cfg)
     platforms = args.platforms.split(",") if args.platforms else None
-    manifest = export_hlo.write(out, cfg, params, seq_len, args.batch, cache_len, platforms)
+    manifest = stablehlo.write(out, cfg, params, seq_len, args.batch, cache_len, platforms)
     if manifest["decode_step"] is None:
       print(f"note: model {cfg.model.name!r} keeps no decode cache: forward only", file=sys.stderr)
   return {"format": args.format, "step": step, "out": str(out), "model": cfg.model.name,
@@ -123,15 +125,15 @@ def import_(args) -> dict:
     raise ConfigError(f"--import {src}: no config.json (neither a seqzoo export nor an HF folder)")
   meta = json.loads((src / "config.json").read_text())
   if "model_type" in meta:
-    hf_cfg, tensors = export_hf.read_dir(src)
+    hf_cfg, tensors = hf.read_dir(src)
     cfg = base.load(args.config)
-    model_cfg, params = export_hf.from_hf(hf_cfg, tensors, cfg.model)
+    model_cfg, params = hf.from_hf(hf_cfg, tensors, cfg.model)
     cfg = base.apply_overrides(dataclasses.replace(cfg, model=model_cfg), args.overrides)
     tokenizer_src, kind = None, f"Hugging Face {hf_cfg['model_type']}"
   else:
-    cfg, params = export_io.load_safetensors(src, args.overrides)
+    cfg, params = params_io.load_safetensors(src, args.overrides)
     tokenizer_src, kind = src, "seqzoo safetensors"
-  conf = export_io.write_run(workdir, cfg, params, tokenizer_src)
+  conf = params_io.write_run(workdir, cfg, params, tokenizer_src)
   return {"imported": str(src), "as": kind, "workdir": str(workdir),
           "train": f"python train.py --config {conf} --workdir {workdir}"}
 
@@ -147,13 +149,5 @@ def main(argv=None) -> int:
   return 0
 
 
-def cli(argv=None) -> int:
-  try:
-    return main(argv)
-  except ConfigError as e:    # user errors: one clear line, no traceback
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-
-
 if __name__ == "__main__":
-  sys.exit(cli())
+  sys.exit(cli.run(main))

@@ -4,88 +4,49 @@
 
 Re-running the same command with the same workdir resumes from its latest checkpoint and continues
 bitwise identically to an uninterrupted run. SIGTERM (preemption) saves a checkpoint and exits 0.
-On several hosts, the same command on each (see modelzoo/distributed.py, docs/multihost.md).
+On several hosts, the same command on each (see training/distributed.py, docs/multihost.md).
 `--check` validates config, data, tokenizer, mesh and checkpoints, then exits without compiling.
 `--aot TOPOLOGY` (v5e:2x2, v5p:4x4x4, v6e:4x4, v4:2x2x1, h100:1x1x8, a100:1x1x8) compiles this
 step for that slice on this host's CPU (libtpu / the CUDA plugin, `pip install -e '.[tpu]'` or
 `'.[gpu-aot]'`), prints memory per device against HBM, checked FLOPs, a roofline step time,
 tokens/s per chip and an MFU estimate (training/aot.py), writes nothing, and exits 0 if it fits.
-Exit codes: 0 done (or preempted and saved; --aot: fits), 2 a user error, 1 a checkpoint
-write/read failure, 3 stopped after too many non-finite updates in a row (the last good state is
-saved), 4 --aot: the step does not fit in the topology's HBM.
+Exit codes (training/cli.py): 0 done (or preempted and saved; --aot: fits), 2 a user error, 1 a
+checkpoint write/read failure, 3 stopped after too many non-finite updates in a row (the last
+good state is saved), 4 --aot: the step does not fit in the topology's HBM.
+
+This file is the command line and the loop; what it runs lives in packages: data/ (tokens ->
+batches), modelzoo/ (the model), layers/sharding.py (the mesh), training/ (state, optimizer and
+step, checkpoints, metrics, evaluation, multi-process and CPU set-up).
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 import modelzoo
 from configs import base
 from configs.base import ConfigError
-from layers import sharding
 from data import pipeline, sources, tokenize
-from modelzoo import distributed
-from modelzoo import metrics as metrics_lib
-from modelzoo.checkpoint import Checkpointer, CheckpointError
-from training import aot
-from training.step import (  # noqa: F401  (train.X names kept for eval.py and the tests)
-    BATCH_DTYPES, TrainState, batch_spec, decay_mask, init_state, jit_train_step, loss_sums,
-    make_eval_step, make_optimizer, make_schedule, make_train_step)
+from layers import sharding
+from training import aot, cli, distributed, evaluate, platform_cpu
+from training import metrics as metrics_lib
+from training import step as step_lib
+from training.checkpoint import Checkpointer
+from training.workdir import prepare_workdir
 
 log = logging.getLogger("seqzoo")
 
 
-class Stopped(RuntimeError):
-  """Too many non-finite updates in a row: the last good state was saved; exit code 3."""
-
-
-batch_sharding = sharding.batch_sharding   # kept here for eval.py, benchmarks and tests
-
-
-def to_global(local_batch: dict, sharding_):
-  return {k: jax.make_array_from_process_local_data(sharding_, v) for k, v in local_batch.items()}
-
-
-def setup_logging():
-  logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout, force=True)
-  log.setLevel(logging.INFO)
-  for noisy in ("absl", "orbax", "jax._src"):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def check_workdir(workdir: Path, cfg: base.Config):
-  """A workdir belongs to one run: its model and data must not change between invocations."""
-  f = workdir / "config.json"
-  if not f.exists():
-    return
-  try:
-    old = json.loads(f.read_text())
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ConfigError(f"{f} is not a seqzoo config.json ({e}); use a new --workdir") from None
-  if not isinstance(old, dict):
-    raise ConfigError(f"{f} is not a seqzoo config.json; use a new --workdir")
-  new = base.to_dict(cfg)
-  for sec in ("model", "data"):
-    if old.get(sec) != new[sec]:
-      diff = sorted(k for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k])
-      raise ConfigError(f"workdir {workdir} holds another run (its config.json differs in "
-                        f"{', '.join(f'{sec}.{k}' for k in diff)}); use a new --workdir")
-
-
-# ------------------------------------------------------------------------------------------------
-
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", required=True, help="configs/<name>.py")
   p.add_argument("--workdir", default=None, help="run directory (default runs/<config name>)")
   p.add_argument("--check", action="store_true",
@@ -98,46 +59,14 @@ def parse_args(argv):
   return p.parse_intermixed_args(argv)     # flags may come after key=value overrides
 
 
-# The chunked recurrent kernels pad T up to a multiple of their chunk (the padded tokens leave the
-# state unchanged): allowed, but the padding is compute spent on nothing, so say so.
-CHUNK_FIELDS = {"mamba": "ssm_chunk", "mamba2": "ssm_chunk", "deltanet": "dn_chunk"}
-
-
-def notes(cfg: base.Config) -> list[str]:
-  out = []
-  field_ = CHUNK_FIELDS.get(cfg.model.name)
-  T = cfg.data.seq_len
-  if field_ and T % getattr(cfg.model, field_):
-    C = getattr(cfg.model, field_)
-    padded = -(-T // C) * C
-    out.append(f"note: data.seq_len={T} is not a multiple of model.{field_}={C}; the kernel pads "
-               f"each sequence to {padded} automatically ({padded - T} padded tokens, "
-               f"{(padded - T) / padded:.0%} of the scan's work)")
-  return out
-
-
-def prepare_workdir(workdir: Path, cfg: base.Config, lead: bool):
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise ConfigError(f"--workdir {workdir} cannot be created: {e.strerror or e}") from None
-  if not workdir.is_dir():
-    raise ConfigError(f"--workdir {workdir} is not a directory")
-  if lead:                # the workdir is shared: one process checks it and writes the config
-    check_workdir(workdir, cfg)
-    try:
-      (workdir / "config.json").write_text(base.to_json(cfg))
-    except OSError as e:
-      raise ConfigError(f"--workdir {workdir} is not writable: {e.strerror or e}") from None
-
-
 def main(argv=None) -> int:
-  setup_logging()
+  cli.setup_logging()
   args = parse_args(argv)
   cfg = base.load(args.config, args.overrides)      # pure Python: before any JAX backend starts
   if args.aot:
-    return compile_for(cfg, args.aot, args.config)
-  unapplied = distributed.configure_cpu(cfg.mesh.cpu_devices)   # before the backend starts
+    aot.compile_on_this_host()
+    return aot.verdict(aot.report(cfg, args.aot), args.config)
+  unapplied = platform_cpu.configure(cfg.mesh.cpu_devices)   # before the backend starts
   started = distributed.initialize(args)              # before anything asks JAX for devices
   lead = jax.process_index() == 0
   if not lead:
@@ -148,10 +77,10 @@ def main(argv=None) -> int:
   prepare_workdir(workdir, cfg, lead)
   log.info("config:\n%s", base.to_json(cfg))
   log.info("%s; %d devices (%d local)", started, jax.device_count(), jax.local_device_count())
-  for note in notes(cfg):
-    log.info("%s", note)
-  if unapplied and jax.default_backend() == "cpu":
+  if unapplied:
     log.info("JAX had already started: not applied: %s", " ".join(unapplied))
+  for note in chunk_notes(cfg) + platform_cpu.start(cfg.model):
+    log.info("%s", note)
   t = cfg.train
 
   # --- Data: each process reads its own shard of every global batch.
@@ -161,26 +90,26 @@ def main(argv=None) -> int:
                       f"{tok.name} tokenizer's vocabulary ({tok.vocab_size})")
   if lead:
     tok.save(workdir)
-  n_proc, local_b = jax.process_count(), t.batch_size // jax.process_count()
-  train_it = pipeline.build_dataset(cfg.data, tok, "train", batch_size=local_b, seed=t.seed,
-                                    process_index=jax.process_index(), process_count=n_proc)
-
-  val = val_batches(cfg, tok, t.eval_steps)
+  n_proc = jax.process_count()
+  train_it = pipeline.build_dataset(cfg.data, tok, "train", batch_size=t.batch_size // n_proc,
+                                    seed=t.seed, process_index=jax.process_index(),
+                                    process_count=n_proc)
+  val = evaluate.val_batches(cfg, tok, t.eval_steps)
   bpt = sources.bytes_per_token(cfg.data, tok, "val")
 
   # --- Model, optimizer, mesh, sharded state.
   model = modelzoo.build(cfg.model)
-  tx, schedule = make_optimizer(t)
+  tx, schedule = step_lib.make_optimizer(t)
   mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, jax.device_count()))
-  make_state, rng, abstract_state, state_sh = init_state(model, tx, cfg, mesh)
-  b_sh = batch_sharding(mesh)
+  make_state, rng, abstract_state, state_sh = step_lib.init_state(model, tx, cfg, mesh)
+  b_sh = sharding.batch_sharding(mesh)
   distributed.check_batch_layout(b_sh, (t.batch_size, cfg.data.seq_len))
   ckpt = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep, cfg.ckpt.async_save)
   if args.check:
     ckpt.check_compatible(abstract_state)
     ckpt.close()
-    log.info("check passed: config, data (%s), tokenizer (%d ids), mesh %s and %d checkpoints in %s; "
-             "not compiling (--check)", cfg.data.source, tok.vocab_size, dict(mesh.shape),
+    log.info("check passed: config, data (%s), tokenizer (%d ids), mesh %s and %d checkpoints in "
+             "%s; not compiling (--check)", cfg.data.source, tok.vocab_size, dict(mesh.shape),
              len(ckpt.steps()), ckpt.dir)
     return 0
   start, state, data_state = ckpt.restore(abstract_state)
@@ -190,36 +119,26 @@ def main(argv=None) -> int:
   else:
     train_it.set_state(data_state)
     log.info("resumed from step %d (%s)", start, ckpt.dir)
-  n_params = metrics_lib.param_count(state.params)
 
   # --- The step, compiled ahead of time: shapes, memory and FLOPs are known before step 1.
   with sharding.activate(mesh):
-    step_fn = jit_train_step(model, tx, schedule, cfg, state_sh, b_sh)
     t0 = time.time()
-    compiled = step_fn.lower(abstract_state, batch_spec(cfg, b_sh)).compile()
-    eval_fn = jax.jit(make_eval_step(model, cfg), in_shardings=(state_sh.params, b_sh))
-  mem = compiled.memory_analysis()
+    compiled = step_lib.jit_train_step(model, tx, schedule, cfg, state_sh, b_sh).lower(
+        abstract_state, step_lib.batch_spec(cfg, b_sh)).compile()
+    eval_fn = jax.jit(step_lib.make_eval_step(model, cfg), in_shardings=(state_sh.params, b_sh))
+  n_params = metrics_lib.param_count(state.params)
   flops_tok = modelzoo.flops_per_token(cfg.model, n_params, cfg.data.seq_len)
   peak, peak_src = metrics_lib.device_peak_flops()
   if lead:
-    xla_flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
-    log.info("model %s: %s parameters; compiled in %.1fs", cfg.model.name, f"{n_params:,}",
-             time.time() - t0)
-    if mem is not None:
-      log.info("memory per device: args %.1f MiB, temp %.1f MiB, output %.1f MiB",
-               mem.argument_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20,
-               mem.output_size_in_bytes / 2**20)
-    log.info("FLOPs per step: model %.3g (6N + attention), XLA cost analysis %.3g; peak %.3g "
-             "FLOP/s per device from %s", flops_tok * t.batch_size * cfg.data.seq_len, xla_flops,
-             peak, peak_src)
+    describe(compiled, cfg, n_params, time.time() - t0, flops_tok, peak, peak_src)
 
   # --- Loop. Metrics are fetched one step late so the host never waits for the device.
   stop = {"signal": None}
-  if jax.process_count() == 1:
+  if n_proc == 1:
     signal.signal(signal.SIGTERM, lambda s, f: stop.__setitem__("signal", s))
   # else JAX's preemption service owns SIGTERM and makes every process stop at the same step.
   writer = metrics_lib.Writer(workdir, active=lead)
-  bar = _progress(start, t.steps, lead)
+  bar = progress_bar(start, t.steps, lead)
   pending, prev, tic, toc_step, last_eval = None, None, time.time(), start, {}
   step = start
 
@@ -230,33 +149,33 @@ def main(argv=None) -> int:
       return
     ckpt.save(step, state, train_it.get_state(), force=True)
     ckpt.wait()
-    raise Stopped(f"{bad} non-finite updates in a row (steps {done_step - bad + 1}..{done_step}) "
-                  f"exceed train.max_bad_steps={t.max_bad_steps}: stopped. Skipped updates leave "
-                  f"the state unchanged; the last good state is saved as {ckpt.dir / str(step)}")
+    raise cli.Stopped(f"{bad} non-finite updates in a row (steps {done_step - bad + 1}.."
+                      f"{done_step}) exceed train.max_bad_steps={t.max_bad_steps}: stopped. "
+                      "Skipped updates leave the state unchanged; the last good state is saved "
+                      f"as {ckpt.dir / str(step)}")
 
   try:
     while step < t.steps:
-      batch = to_global(next(train_it), b_sh)
+      batch = distributed.to_global(next(train_it), b_sh)
       state, out = compiled(state, batch)
       step += 1
       if pending is not None:
-        _report(pending, bar, writer)
+        report(pending, bar, writer)
       pending = None
       if prev is not None:
         check_finite(*prev)     # the step before: finished by now, so this hardly waits
       prev = (step, out)
-      if step % t.log_every == 0 or step == t.steps:
+      if step % t.log_every == 0 or step in (1, t.steps):    # step 1: the curve's start
         out = jax.device_get(out)
-        dt = time.time() - tic
-        tps = (step - toc_step) * t.batch_size * cfg.data.seq_len / dt
+        tps = (step - toc_step) * t.batch_size * cfg.data.seq_len / (time.time() - tic)
         out.update(tokens_per_sec=tps, mfu=tps * flops_tok / (jax.device_count() * peak))
         pending, tic, toc_step = (step, out), time.time(), step
       if step % t.eval_every == 0 or step == t.steps:
-        last_eval = evaluate(eval_fn, state.params, val, bpt, b_sh, mesh)
+        last_eval = evaluate.evaluate(eval_fn, state.params, val, bpt, b_sh, mesh)
         writer.write(step, last_eval)
         if lead:
           bar.write(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-      preempted = stop["signal"] is not None or _preemption_point(step)
+      preempted = stop["signal"] is not None or distributed.preemption_point(step)
       ckpt.save(step, state, train_it.get_state(), force=step == t.steps or preempted)
       if preempted:
         ckpt.wait()
@@ -264,7 +183,7 @@ def main(argv=None) -> int:
                     f"signal {stop['signal']}" if stop["signal"] else "JAX preemption notice", step)
         break
     if pending is not None:
-      _report(pending, bar, writer)
+      report(pending, bar, writer)
     if prev is not None:
       check_finite(*prev)
   finally:
@@ -278,49 +197,42 @@ def main(argv=None) -> int:
   return 0
 
 
-def compile_for(cfg: base.Config, topology: str, config_name: str) -> int:
-  """--aot: this host's CPU runs the TPU/GPU compiler for `topology`; nothing else starts."""
-  jax.config.update("jax_platforms", "cpu")   # before any backend: no accelerator is looked for
-  report = aot.report(cfg, topology)
-  print(aot.show(report, config_name))
-  return 0 if report["fits"] else aot.EXIT_DOES_NOT_FIT
+# The chunked recurrent kernels pad T up to a multiple of their chunk (the padded tokens leave the
+# state unchanged): allowed, but the padding is compute spent on nothing, so say so.
+CHUNK_FIELDS = {"mamba": "ssm_chunk", "mamba2": "ssm_chunk", "deltanet": "dn_chunk"}
 
 
-def _preemption_point(step: int) -> bool:
-  """Multi-process: True on every process at the same step once any of them got SIGTERM."""
-  if jax.process_count() == 1:
-    return False
-  from jax.experimental import multihost_utils
-  return multihost_utils.reached_preemption_sync_point(step)
+def chunk_notes(cfg: base.Config) -> list[str]:
+  field_, T = CHUNK_FIELDS.get(cfg.model.name), cfg.data.seq_len
+  if not field_ or T % getattr(cfg.model, field_) == 0:
+    return []
+  C = getattr(cfg.model, field_)
+  padded = -(-T // C) * C
+  return [f"note: data.seq_len={T} is not a multiple of model.{field_}={C}; the kernel pads each "
+          f"sequence to {padded} automatically ({padded - T} padded tokens, "
+          f"{(padded - T) / padded:.0%} of the scan's work)"]
 
 
-def val_batches(cfg, tok, n: int) -> list[dict]:
-  """The first n batches of the (fixed-order) validation split, this process's share."""
-  it = pipeline.build_dataset(cfg.data, tok, "val",
-                              batch_size=cfg.train.batch_size // jax.process_count(), seed=0,
-                              process_index=jax.process_index(), process_count=jax.process_count())
-  return [b for _, b in zip(range(n), it)]
+def describe(compiled, cfg, n_params, compile_s, flops_tok, peak, peak_src):
+  mem = compiled.memory_analysis()
+  xla_flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
+  log.info("model %s: %s parameters; compiled in %.1fs", cfg.model.name, f"{n_params:,}", compile_s)
+  if mem is not None:
+    log.info("memory per device: args %.1f MiB, temp %.1f MiB, output %.1f MiB",
+             mem.argument_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20,
+             mem.output_size_in_bytes / 2**20)
+  log.info("FLOPs per step: model %.3g (6N + attention), XLA cost analysis %.3g; peak %.3g "
+           "FLOP/s per device (%s)", flops_tok * cfg.train.batch_size * cfg.data.seq_len,
+           xla_flops, peak, peak_src)
 
 
-def evaluate(eval_fn, params, batches, bytes_per_token, b_sh, mesh) -> dict:
-  """Validation loss (nats/token), perplexity and bits per byte."""
-  ce = w = 0.0
-  with sharding.activate(mesh):
-    for batch in batches:
-      c, n = eval_fn(params, to_global(batch, b_sh))
-      ce, w = ce + float(c), w + float(n)
-  loss = ce / max(w, 1.0)
-  return {"eval_loss": loss, "eval_ppl": float(np.exp(min(loss, 50.0))),
-          "eval_bpb": loss / np.log(2) / bytes_per_token}
-
-
-def _progress(start, total, lead):
+def progress_bar(start, total, lead):
   from tqdm import tqdm
   return tqdm(total=total, initial=start, disable=not lead, dynamic_ncols=True, unit="step",
               file=sys.stdout, mininterval=1.0)
 
 
-def _report(pending, bar, writer):
+def report(pending, bar, writer):
   step, out = pending
   writer.write(step, out)
   bar.update(step - bar.n)
@@ -328,19 +240,5 @@ def _report(pending, bar, writer):
                   mfu=f"{out['mfu']:.1%}")
 
 
-def cli(argv=None) -> int:
-  try:
-    return main(argv)
-  except ConfigError as e:  # user errors: one clear line, no traceback
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except CheckpointError as e:  # the environment (disk, permissions, corruption), not the code
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  except Stopped as e:
-    print(f"stopped: {e}", file=sys.stderr)
-    return 3
-
-
 if __name__ == "__main__":
-  sys.exit(cli())
+  sys.exit(cli.run(main))

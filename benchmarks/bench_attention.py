@@ -121,6 +121,7 @@ def rows() -> list[dict]:
 
 
 if __name__ == "__main__":
+  cpu.load()                  # the C++ kernel, as the CPU platform's start-up loads it
   if "--memory-worker" in sys.argv:
     _memory_worker()
   else:

@@ -29,13 +29,12 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 
 import modelzoo  # noqa: E402
-import train  # noqa: E402
 from configs import base  # noqa: E402
-from configs.shakespeare_char import cpu_info  # noqa: E402
-from layers import sharding  # noqa: E402
 from data import pipeline, tokenize  # noqa: E402
-from modelzoo import distributed  # noqa: E402
-from modelzoo import metrics as metrics_lib  # noqa: E402
+from layers import sharding  # noqa: E402
+from training import distributed, platform_cpu  # noqa: E402
+from training import metrics as metrics_lib  # noqa: E402
+from training import step as step_lib  # noqa: E402
 
 NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=1",
                 "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
@@ -52,14 +51,14 @@ class Ours:
     tok = tokenize.build_tokenizer(cfg.data, None)
     self.it = pipeline.build_dataset(cfg.data, tok, "train", batch_size=cfg.train.batch_size, seed=0)
     model = modelzoo.build(cfg.model)
-    tx, schedule = train.make_optimizer(cfg.train)
+    tx, schedule = step_lib.make_optimizer(cfg.train)
     mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, jax.device_count()))
-    make, rng, abstract, state_sh = train.init_state(model, tx, cfg, mesh)
-    self.b_sh = train.batch_sharding(mesh)
+    make, rng, abstract, state_sh = step_lib.init_state(model, tx, cfg, mesh)
+    self.b_sh = sharding.batch_sharding(mesh)
     spec = {k: jax.ShapeDtypeStruct((cfg.train.batch_size, cfg.data.seq_len), d, sharding=self.b_sh)
-            for k, d in train.BATCH_DTYPES.items()}
+            for k, d in step_lib.BATCH_DTYPES.items()}
     with sharding.activate(mesh):
-      self.step = jax.jit(train.make_train_step(model, tx, schedule, cfg), donate_argnums=(0,),
+      self.step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg), donate_argnums=(0,),
                           in_shardings=(state_sh, self.b_sh),
                           out_shardings=(state_sh, None)).lower(abstract, spec).compile()
     self.state = make(rng)
@@ -71,7 +70,7 @@ class Ours:
     """Seconds per step, averaged over the window (one device sync at the end)."""
     t = time.perf_counter()
     for _ in range(steps):
-      self.state, m = self.step(self.state, train.to_global(next(self.it), self.b_sh))
+      self.state, m = self.step(self.state, distributed.to_global(next(self.it), self.b_sh))
     jax.block_until_ready(m)
     return (time.perf_counter() - t) / steps
 
@@ -108,8 +107,9 @@ def main():
   cpu_devices = {c.mesh.cpu_devices for c in cfgs}
   if len(cpu_devices) > 1:   # one JAX backend per process
     sys.exit(f"variants differ in mesh.cpu_devices ({sorted(cpu_devices)}): run them separately")
-  distributed.configure_cpu(cpu_devices.pop())      # as train.py does, before JAX starts
-  print(f"host CPU: {cpu_info().get('model name', '?')}; " + "; ".join(
+  platform_cpu.configure(cpu_devices.pop())      # as train.py does, before JAX starts
+  platform_cpu.start()                             # as train.py: the C++ attention kernel
+  print(f"host CPU: {platform_cpu.cpu_info().get('model name', '?')}; " + "; ".join(
       f"{' '.join(o) or 'default'}: model.matmul_dtype={c.model.matmul_dtype} "
       f"mesh.cpu_devices={c.mesh.cpu_devices}" for c, o in zip(cfgs, overrides)), flush=True)
   variants = [Ours(c, o) for c, o in zip(cfgs, overrides)]
@@ -127,7 +127,7 @@ def main():
   tokens = variants[0].tokens_per_step
   flops = modelzoo.flops_per_token(variants[0].cfg.model, variants[0].n_params,
                                    variants[0].cfg.data.seq_len) * tokens
-  peak = metrics_lib.cpu_matmul_peak()
+  peak = platform_cpu.host_peak()
   ref = min(times.get("nanoGPT (PyTorch)", [float("nan")]))
   print(f"\n{'contender':<34} {'ms/step':>8} {'tokens/s':>9} {'MFU':>6} {'vs nanoGPT':>10}")
   for k, t in times.items():
@@ -135,7 +135,7 @@ def main():
     print(f"{k:<34} {1e3 * best:8.1f} {tokens / best:9.0f} {flops / best / peak:6.1%} "
           f"{ref / best:9.2f}x")
   print(f"(best of {args.rounds} rounds of {args.steps} steps; {tokens} tokens/step; "
-        f"MFU against a measured f32 matmul peak of {peak / 1e9:.0f} GFLOP/s)")
+        f"MFU against the host's measured peak, f32 matmul, {peak / 1e9:.0f} GFLOP/s)")
 
 
 if __name__ == "__main__":

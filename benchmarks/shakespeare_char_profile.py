@@ -35,8 +35,7 @@ import jax  # noqa: E402
 
 import kernels  # noqa: E402
 from configs import base  # noqa: E402
-from configs.shakespeare_char import cpu_info  # noqa: E402
-from modelzoo import distributed  # noqa: E402
+from training import platform_cpu  # noqa: E402
 
 WINDOW = 25
 COLLECTIVES = r"(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)"
@@ -130,8 +129,9 @@ def main():
   args = p.parse_args()
   overrides = args.variant.split()
   cfg = base.load(str(bench.ROOT / "configs/shakespeare_char.py"), [f"data.path={args.data}", *overrides])
-  distributed.configure_cpu(cfg.mesh.cpu_devices)
-  print(f"host CPU: {cpu_info().get('model name', '?')}; model.matmul_dtype="
+  platform_cpu.configure(cfg.mesh.cpu_devices)
+  platform_cpu.start()
+  print(f"host CPU: {platform_cpu.cpu_info().get('model name', '?')}; model.matmul_dtype="
         f"{cfg.model.matmul_dtype} mesh.cpu_devices={cfg.mesh.cpu_devices}"
         + (f" (overrides: {args.variant})" if args.variant else ""), flush=True)
 

@@ -38,9 +38,19 @@ _RULE = dict(RULES)
 
 
 def make_mesh(sizes: dict[str, int], devices=None) -> jax.sharding.Mesh:
-  devices = np.asarray(jax.devices() if devices is None else devices)
+  """The data x fsdp x tensor mesh over `devices` (default: all; e.g. a topology's for --aot).
+
+  jax.make_mesh orders the devices by the hardware: on TPU along the physical torus (the last
+  axis, tensor, gets the closest neighbours), on GPU by global id; on CPU it is the plain reshape
+  of the device list. Axis types are Auto: the layers' logical constraints place activations.
+  """
+  devices = list(jax.devices() if devices is None else devices)
   shape = tuple(sizes[a] for a in MESH_AXES)
-  return jax.sharding.Mesh(devices.reshape(shape), MESH_AXES)
+  if math.prod(shape) != len(devices):      # jax.make_mesh would quietly drop extra devices
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, "
+                     f"got {len(devices)}")
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(shape),
+                       devices=devices)
 
 
 @contextlib.contextmanager

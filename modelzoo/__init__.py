@@ -51,7 +51,7 @@ def flops_per_token(model_cfg, n_params: int, seq_len: int) -> float:
   mod, _ = _module(model_cfg)
   if hasattr(mod, "flops_per_token"):
     return mod.flops_per_token(model_cfg, n_params, seq_len)
-  from modelzoo.metrics import decoder_flops_per_token
+  from modelzoo.flops import decoder_flops_per_token
   return decoder_flops_per_token(model_cfg, n_params, seq_len)
 
 
@@ -59,7 +59,7 @@ def kernel_flops_per_token(model_cfg, seq_len: int) -> float:
   mod, _ = _module(model_cfg)
   if hasattr(mod, "kernel_flops_per_token"):
     return mod.kernel_flops_per_token(model_cfg, seq_len)
-  from modelzoo.metrics import decoder_kernel_flops_per_token
+  from modelzoo.flops import decoder_kernel_flops_per_token
   return decoder_kernel_flops_per_token(model_cfg, seq_len)
 
 

@@ -3,11 +3,12 @@ the offending value, no traceback, and nothing compiled ("compiled in" is logged
 import numpy as np
 import pytest
 
+import entry
 import modelzoo
-import train
 from configs import base
 from layers import sharding
-from modelzoo.checkpoint import Checkpointer
+from training import step as step_lib
+from training.checkpoint import Checkpointer
 
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=64",
         "model.max_len=32", "data.seq_len=32", "train.batch_size=8", "train.warmup_steps=2",
@@ -30,7 +31,7 @@ def files(tmp_path_factory):
 
 def cli(capsys, workdir, *argv, config="configs/quickstart.py", data=None):
   data = [] if data is None else ["data.source=text", f"data.path={data}"]
-  rc = train.cli(["--config", config, "--workdir", str(workdir), *TINY, *data, *argv])
+  rc = entry.train(["--config", config, "--workdir", str(workdir), *TINY, *data, *argv])
   out, err = capsys.readouterr()
   return rc, out, err
 
@@ -107,8 +108,8 @@ def test_checkpoint_of_another_model_shape(files, tmp_path, capsys):
   """A checkpoint copied in without its config.json: the shapes themselves give it away."""
   cfg = base.load("configs/quickstart.py", TINY)
   mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, 8))
-  model, (tx, _) = modelzoo.build(cfg.model), train.make_optimizer(cfg.train)
-  make, rng, _, _ = train.init_state(model, tx, cfg, mesh)
+  model, (tx, _) = modelzoo.build(cfg.model), step_lib.make_optimizer(cfg.train)
+  make, rng, _, _ = step_lib.init_state(model, tx, cfg, mesh)
   ck = Checkpointer(tmp_path, 1, 1)
   ck.save(3, make(rng), {}, force=True)
   ck.close()

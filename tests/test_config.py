@@ -64,13 +64,15 @@ def test_impossible_combinations(overrides, n_devices, words):
 
 
 def test_cpu_set_up_after_jax_started_reports_instead_of_changing_devices():
-  from modelzoo import distributed
+  from training import platform_cpu
   with pytest.raises(ConfigError, match="mesh.cpu_devices=0"):
-    distributed.configure_cpu(0)
+    platform_cpu.configure(0)
   n = len(jax.devices())                      # the backend is running (conftest: 8 CPU devices)
-  unapplied = distributed.configure_cpu(2)
+  assert platform_cpu.runs_on_cpu()
+  unapplied = platform_cpu.configure(2)
   assert len(jax.devices()) == n
-  assert unapplied == [f"--{k}={v}" for k, v in distributed.CPU_XLA_FLAGS.items()]  # XLA_FLAGS lacks them
+  # XLA_FLAGS lacks them
+  assert unapplied == [f"--{k}={v}" for k, v in platform_cpu.CPU_XLA_FLAGS.items()]
 
 
 def test_mesh_minus_one_takes_the_rest():
@@ -105,9 +107,9 @@ def test_cli_reports_a_typo_without_traceback_and_before_compiling():
 
 _FAULTS = """
 import resource, sys, numpy as np
-from modelzoo import distributed
+from training import platform_cpu
 if sys.argv[1] == "keep":
-  assert distributed.keep_freed_memory()
+  assert platform_cpu.keep_freed_memory()
 def touch():
   a = np.empty(64 << 20, np.uint8); a[::4096] = 1      # 64 MiB, one write per page
 touch()
@@ -127,13 +129,19 @@ def test_keep_freed_memory_stops_refaulting_big_buffers():
   assert faults["default"] >= 5 * 30 and faults["keep"] * 10 < faults["default"], faults
 
 
-def test_shakespeare_char_takes_bfloat16_and_a_device_per_core_only_on_cpus_with_amx(monkeypatch):
+def test_shakespeare_char_is_the_same_on_every_cpu_and_amx_gets_a_note(monkeypatch):
+  # The config reads nothing of the host: bfloat16 dots on AMX CPUs are an explicit override, which
+  # the CPU platform's start-up suggests where the flags list AMX-BF16.
   from configs import shakespeare_char as sc
-  assert sc.cpu_has_amx_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16 amx_bf16 amx_tile\n")
-  assert not sc.cpu_has_amx_bf16("flags\t\t: sse avx512f avx512_bf16\n")
-  assert not sc.cpu_has_amx_bf16("flags\t\t: fpu avx2 fma avx512f\nbugs\t\t: amx_bf16\n")
-  assert not sc.cpu_has_amx_bf16("")
-  for has, dtype, devices in ((True, "bfloat16", 2), (False, "float32", 1)):
-    monkeypatch.setattr(sc, "cpu_has_amx_bf16", lambda has=has: has)
-    cfg = sc.get_config()
-    assert (cfg.model.matmul_dtype, cfg.mesh.cpu_devices) == (dtype, devices)
+  from training import platform_cpu
+  assert platform_cpu.has_amx_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16 amx_bf16 amx_tile\n")
+  assert not platform_cpu.has_amx_bf16("flags\t\t: sse avx512f avx512_bf16\n")
+  assert not platform_cpu.has_amx_bf16("flags\t\t: fpu avx2 fma avx512f\nbugs\t\t: amx_bf16\n")
+  assert not platform_cpu.has_amx_bf16("")
+  cfg = sc.get_config()
+  assert (cfg.model.matmul_dtype, cfg.mesh.cpu_devices) == ("float32", 1)
+  for has in (True, False):
+    monkeypatch.setattr(platform_cpu, "has_amx_bf16", lambda has=has: has)
+    assert sc.get_config() == cfg
+    notes = platform_cpu.start(cfg.model)        # conftest: the backend is CPU
+    assert any("model.matmul_dtype=bfloat16" in n for n in notes) == has, notes

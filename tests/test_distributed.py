@@ -1,6 +1,7 @@
 """Multi-process training on one machine: 2 processes on localhost (jax.distributed, gloo CPU
 collectives), each with 4 forced host devices, against 1 process with 8; preemption of one process;
 a recurrent-mixer model (Mamba-2) on every mesh; cluster-environment detection."""
+import argparse
 import json
 import os
 import signal
@@ -14,13 +15,12 @@ import jax
 import numpy as np
 import pytest
 
-import eval as eval_py
 import modelzoo
-import train
 from configs import base
 from configs.base import ConfigError
 from layers import sharding
-from modelzoo import distributed
+from training import distributed, evaluate
+from training import step as step_lib
 
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=64",
         "model.max_len=32", "data.seq_len=32", "train.batch_size=8", "train.warmup_steps=2",
@@ -85,7 +85,7 @@ def test_two_processes_equal_one_process(tmp_path, corpus):
   assert len(l1) == len(l2) == 6 and l1[-1] < l1[0]
   np.testing.assert_allclose(l2, l1, atol=1e-5)
   # The 2-process checkpoint (written cooperatively) restores here, on one process's 8 devices.
-  (_, _, s1, p1, _), (_, _, s2, p2, _) = (eval_py.load_run(tmp_path / d) for d in ("one", "two"))
+  (_, _, s1, p1, _), (_, _, s2, p2, _) = (evaluate.load_run(tmp_path / d) for d in ("one", "two"))
   assert s1 == s2 == 6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), jax.device_get(p2),
                jax.device_get(p1))
@@ -124,11 +124,11 @@ def mesh_losses(config, overrides, sizes, devices=None, steps=3):
   cfg = base.apply_overrides(base.load(config), overrides)
   modelzoo.check(cfg.model)
   mesh = sharding.make_mesh(sizes, devices)
-  model, (tx, schedule) = modelzoo.build(cfg.model), train.make_optimizer(cfg.train)
-  make, rng, _, state_sh = train.init_state(model, tx, cfg, mesh)
-  b_sh = train.batch_sharding(mesh)
+  model, (tx, schedule) = modelzoo.build(cfg.model), step_lib.make_optimizer(cfg.train)
+  make, rng, _, state_sh = step_lib.init_state(model, tx, cfg, mesh)
+  b_sh = sharding.batch_sharding(mesh)
   with sharding.activate(mesh):
-    step = jax.jit(train.make_train_step(model, tx, schedule, cfg), in_shardings=(state_sh, b_sh),
+    step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg), in_shardings=(state_sh, b_sh),
                    out_shardings=(state_sh, None))
   rng_np, state, out = np.random.default_rng(0), make(rng), []
   for _ in range(steps):
@@ -136,7 +136,7 @@ def mesh_losses(config, overrides, sizes, devices=None, steps=3):
     batch = {"inputs": x[:, :-1], "targets": x[:, 1:], "weights": np.ones((8, 32), np.float32),
              "segment_ids": np.ones((8, 32), np.int32),
              "positions": np.broadcast_to(np.arange(32, dtype=np.int32), (8, 32))}
-    state, m = step(state, train.to_global(batch, b_sh))
+    state, m = step(state, distributed.to_global(batch, b_sh))
     out.append(float(m["loss"]))
   return out, jax.device_get(state.params)
 
@@ -187,7 +187,9 @@ def test_cluster_environments_are_detected():
      ["--distributed=off"]),
 ])
 def test_bad_launch_flags_fail_before_initialising(flags, words):
-  args = train.parse_args(["--config", "configs/quickstart.py", *flags])
+  parser = argparse.ArgumentParser()
+  distributed.add_args(parser)                     # train.py's multi-process flags
+  args = parser.parse_args(flags)
   with pytest.raises(ConfigError) as e:
     distributed.initialize(args)
   for w in words:

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from safetensors import numpy as st_np
 
-import export
+import entry
 import modelzoo
-import train
 from configs import base
+from interop import hf, params_io
 from layers import sharding
-from modelzoo import export_hf, export_io
-from modelzoo.checkpoint import Checkpointer
+from training import step as step_lib
+from training.checkpoint import Checkpointer
 
 SMALL = ["model.vocab_size=256", "model.d_model=32", "model.n_layers=2", "model.n_heads=4",
          "model.d_ff=64", "model.max_len=32", "data.seq_len=16", "train.batch_size=8",
@@ -45,8 +45,8 @@ def make_run(workdir: Path, corpus: str, *overrides, config="configs/quickstart.
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(base.to_json(cfg))
   mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, jax.device_count()))
-  model, (tx, _) = modelzoo.build(cfg.model), train.make_optimizer(cfg.train)
-  make, rng, _, _ = train.init_state(model, tx, cfg, mesh)
+  model, (tx, _) = modelzoo.build(cfg.model), step_lib.make_optimizer(cfg.train)
+  make, rng, _, _ = step_lib.init_state(model, tx, cfg, mesh)
   state = make(rng)
   leaves, tree = jax.tree.flatten(state.params)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
@@ -70,16 +70,16 @@ def tokens(b=2, t=16, v=256, seed=0):
 def test_safetensors_round_trip_and_imported_run_continues_training(tmp_path, corpus, capsys):
   cfg, params = make_run(tmp_path / "run", corpus, *LLAMA, "model.scan_layers=false")
   out = tmp_path / "st"
-  assert export.main(["--workdir", str(tmp_path / "run"), "--format", "safetensors",
+  assert entry.export(["--workdir", str(tmp_path / "run"), "--format", "safetensors",
                       "--out", str(out)]) == 0
   flat = st_np.load_file(out / "model.safetensors")
   assert flat["layers_1.mlp.wi.kernel"].shape == (32, 2, 64)
   assert base.from_dict(json.loads((out / "config.json").read_text())) == cfg
   # Import into a new run: same parameters bit for bit, hence the same logits.
   capsys.readouterr()
-  assert export.main(["--import", str(out), "--workdir", str(tmp_path / "imp")]) == 0
+  assert entry.export(["--import", str(out), "--workdir", str(tmp_path / "imp")]) == 0
   cmd = json.loads(capsys.readouterr().out)["train"]
-  _, step, got = export_io.restore_params(tmp_path / "imp")
+  _, step, got = params_io.restore_params(tmp_path / "imp")
   assert step == 0
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(got), params)
   x = tokens()
@@ -87,9 +87,9 @@ def test_safetensors_round_trip_and_imported_run_continues_training(tmp_path, co
                              atol=1e-5, rtol=0)
   # The printed command resumes the imported run at step 0 and trains it.
   argv = cmd.split()[2:] + ["train.steps=2"]
-  assert train.main(argv) == 0
+  assert entry.train(argv) == 0
   assert "resumed from step 0" in capsys.readouterr().out
-  _, step, trained = export_io.restore_params(tmp_path / "imp")
+  _, step, trained = params_io.restore_params(tmp_path / "imp")
   assert step == 2
   assert not np.array_equal(jax.device_get(trained)["embed"]["embedding"], params["embed"]["embedding"])
 
@@ -97,7 +97,7 @@ def test_safetensors_round_trip_and_imported_run_continues_training(tmp_path, co
 def test_restore_onto_another_mesh_in_bfloat16(tmp_path, corpus):
   _, params = make_run(tmp_path, corpus)                        # saved from a data=8 mesh
   mesh = sharding.make_mesh(dict(data=1, fsdp=4, tensor=2))
-  cfg, _, got = export_io.restore_params(tmp_path, param_dtype="bfloat16", mesh=mesh)
+  cfg, _, got = params_io.restore_params(tmp_path, param_dtype="bfloat16", mesh=mesh)
   assert cfg.model.param_dtype == "bfloat16"
   q = got["layers"]["attn"]["query"]["kernel"]                  # [L, D, H, d]: fsdp x tensor
   assert q.dtype == jnp.bfloat16
@@ -110,7 +110,7 @@ def test_restore_onto_another_mesh_in_bfloat16(tmp_path, corpus):
 def test_export_and_import_on_the_runs_own_mesh(tmp_path, corpus, capsys):
   cfg, params = make_run(tmp_path / "run", corpus, "mesh.data=1", "mesh.fsdp=4", "mesh.tensor=2")
   capsys.readouterr()
-  _, _, got = export_io.restore_params(tmp_path / "run")      # default: the run's own mesh
+  _, _, got = params_io.restore_params(tmp_path / "run")      # default: the run's own mesh
   assert "note:" not in capsys.readouterr().err
   q = got["layers"]["attn"]["query"]["kernel"]                  # [L, D, H, d]: fsdp x tensor
   assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
@@ -123,10 +123,10 @@ def test_export_and_import_on_the_runs_own_mesh(tmp_path, corpus, capsys):
     sharded = np.asarray(jax.jit(model.apply)({"params": got}, x))
   np.testing.assert_allclose(sharded, logits(cfg.model, params, x), atol=1e-5, rtol=0)
   # Export, then import into a run on the same mesh: written from tx.init/init traced on it.
-  assert export.main(["--workdir", str(tmp_path / "run"), "--format", "safetensors",
+  assert entry.export(["--workdir", str(tmp_path / "run"), "--format", "safetensors",
                       "--out", str(tmp_path / "st")]) == 0
-  assert export.main(["--import", str(tmp_path / "st"), "--workdir", str(tmp_path / "imp")]) == 0
-  _, step, back = export_io.restore_params(tmp_path / "imp")
+  assert entry.export(["--import", str(tmp_path / "st"), "--workdir", str(tmp_path / "imp")]) == 0
+  _, step, back = params_io.restore_params(tmp_path / "imp")
   assert step == 0 and back["layers"]["attn"]["query"]["kernel"].sharding.spec == q.sharding.spec
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), back, params)
 
@@ -136,11 +136,11 @@ def test_a_run_whose_mesh_the_devices_cannot_hold_falls_back(tmp_path, corpus, c
   pod = base.apply_overrides(cfg, ["mesh.fsdp=16"])             # as if trained on 16 devices
   (tmp_path / "config.json").write_text(base.to_json(pod))
   capsys.readouterr()
-  assert export.main(["--workdir", str(tmp_path), "--format", "safetensors",
+  assert entry.export(["--workdir", str(tmp_path), "--format", "safetensors",
                       "--out", str(tmp_path / "st"), "--dtype", "bfloat16"]) == 0
   assert ("note: the run's mesh data=1 fsdp=16 tensor=1 needs 16 devices but 8 are available: "
           "restoring onto mesh data=1 fsdp=8 tensor=1 instead") in capsys.readouterr().err
-  cfg16, got = export_io.load_safetensors(tmp_path / "st")
+  cfg16, got = params_io.load_safetensors(tmp_path / "st")
   assert cfg16.mesh == pod.mesh                                 # the export keeps the run's mesh
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b.astype(jnp.bfloat16)), got, params)
 
@@ -150,7 +150,7 @@ def test_a_run_whose_mesh_the_devices_cannot_hold_falls_back(tmp_path, corpus, c
 def test_forward_compiles_for_v5e_on_the_runs_mesh(tmp_path, corpus, capsys):
   make_run(tmp_path, corpus, "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2")
   capsys.readouterr()
-  assert export.main(["--workdir", str(tmp_path), "--aot", "v5e:2x2", "--batch", "4"]) == 0
+  assert entry.export(["--workdir", str(tmp_path), "--aot", "v5e:2x2", "--batch", "4"]) == 0
   out = capsys.readouterr()
   assert "restoring onto mesh data=1 fsdp=2 tensor=2" in out.err     # 8 devices' mesh on 4
   assert "forward [4, 16]" in out.out and "mesh data=1 fsdp=2 tensor=2" in out.out
@@ -160,7 +160,7 @@ def test_forward_compiles_for_v5e_on_the_runs_mesh(tmp_path, corpus, capsys):
 def test_stablehlo_runs_without_seqzoo(tmp_path, corpus):
   cfg, params = make_run(tmp_path / "run", corpus)
   out = tmp_path / "hlo"
-  assert export.main(["--workdir", str(tmp_path / "run"), "--format", "stablehlo", "--out", str(out),
+  assert entry.export(["--workdir", str(tmp_path / "run"), "--format", "stablehlo", "--out", str(out),
                       "--batch", "2", "--cache-len", "16"]) == 0
   x = tokens()
   np.save(tmp_path / "tokens.npy", x)
@@ -197,19 +197,19 @@ def test_stablehlo_runs_without_seqzoo(tmp_path, corpus):
 def test_zoo_model_without_hf_class(tmp_path, corpus, capsys):
   cfg, params = make_run(tmp_path / "run", corpus, config="configs/dual_stream_tiny_dense.py")
   run = str(tmp_path / "run")
-  assert export.cli(["--workdir", run, "--format", "hf", "--out", str(tmp_path / "hf")]) == 2
+  assert entry.export(["--workdir", run, "--format", "hf", "--out", str(tmp_path / "hf")]) == 2
   assert "model.name='dual_stream' has no Hugging Face transformers class" in capsys.readouterr().err
   assert not (tmp_path / "hf").exists()
-  assert export.main(["--workdir", run, "--format", "safetensors", "--out", str(tmp_path / "st")]) == 0
-  cfg2, got = export_io.load_safetensors(tmp_path / "st")
+  assert entry.export(["--workdir", run, "--format", "safetensors", "--out", str(tmp_path / "st")]) == 0
+  cfg2, got = params_io.load_safetensors(tmp_path / "st")
   assert cfg2 == cfg
   jax.tree.map(np.testing.assert_array_equal, got, params)
-  assert export.main(["--workdir", run, "--format", "safetensors", "--out", str(tmp_path / "st16"),
+  assert entry.export(["--workdir", run, "--format", "safetensors", "--out", str(tmp_path / "st16"),
                       "--dtype", "bfloat16"]) == 0
-  cfg16, got16 = export_io.load_safetensors(tmp_path / "st16")
+  cfg16, got16 = params_io.load_safetensors(tmp_path / "st16")
   assert cfg16.model.param_dtype == "bfloat16"
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b.astype(jnp.bfloat16)), got16, params)
-  assert export.main(["--workdir", run, "--format", "stablehlo", "--out", str(tmp_path / "hlo"),
+  assert entry.export(["--workdir", run, "--format", "stablehlo", "--out", str(tmp_path / "hlo"),
                       "--cache-len", "16"]) == 0
   fwd = jax.export.deserialize((tmp_path / "hlo" / "forward.jax_export").read_bytes())
   x = tokens()
@@ -220,16 +220,16 @@ def test_zoo_model_without_hf_class(tmp_path, corpus, capsys):
 
 def test_hf_refusals_name_the_setting():
   gpt = base.load("configs/quickstart.py").model
-  assert export_hf.hf_arch(gpt) == "gpt2"
+  assert hf.hf_arch(gpt) == "gpt2"
   for kw, needle in ((dict(norm_placement="post"), "model.norm_placement='post'"),
                      (dict(attention="sigmoid"), "model.attention='sigmoid'"),
                      (dict(pos="rope"), "neither GPT-2"), (dict(n_kv_heads=2), "model.n_kv_heads=2")):
     with pytest.raises(base.ConfigError, match=needle.replace("(", r"\(")):
-      export_hf.hf_arch(dataclasses.replace(gpt, **kw))
+      hf.hf_arch(dataclasses.replace(gpt, **kw))
   with pytest.raises(base.ConfigError, match="rope type 'llama3'"):
-    export_hf.from_hf_config(dict(model_type="llama", rope_parameters=dict(rope_type="llama3")))
+    hf.from_hf_config(dict(model_type="llama", rope_parameters=dict(rope_type="llama3")))
   with pytest.raises(base.ConfigError, match="model_type='bert'"):
-    export_hf.from_hf_config(dict(model_type="bert"))
+    hf.from_hf_config(dict(model_type="bert"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,8 +263,9 @@ def test_export_never_imports_transformers(tmp_path, corpus):
   # The export path is numpy + safetensors: a process with the repo on sys.path (python export.py)
   # can never hit the shadowed import, whatever transformers version is installed.
   make_run(tmp_path / "run", corpus)
-  code = ("import sys, export; rc = export.main(sys.argv[1:]); "
-          "assert 'transformers' not in sys.modules and 'torch' not in sys.modules; sys.exit(rc)")
+  code = ("import runpy, sys\nsys.argv[0] = 'export.py'\ntry:\n  runpy.run_path('export.py', "
+          "run_name='__main__')\nexcept SystemExit as e:\n  rc = e.code\n"
+          "assert 'transformers' not in sys.modules and 'torch' not in sys.modules\nsys.exit(rc)")
   r = subprocess.run([sys.executable, "-c", code, "--workdir", str(tmp_path / "run"), "--format",
                       "hf", "--out", str(tmp_path / "hf")], cwd=REPO, capture_output=True, text=True,
                      timeout=600)
@@ -278,7 +279,7 @@ def test_exported_weights_get_the_folders_file_mode(tmp_path, corpus):
   for fmt, weights in (("safetensors", "model.safetensors"), ("hf", "model.safetensors"),
                        ("stablehlo", "params.safetensors")):
     out = tmp_path / fmt
-    assert export.main(["--workdir", str(tmp_path / "run"), "--format", fmt, "--out", str(out),
+    assert entry.export(["--workdir", str(tmp_path / "run"), "--format", fmt, "--out", str(out),
                         "--cache-len", "16"]) == 0
     mode = lambda f: (out / f).stat().st_mode & 0o777
     want = 0o666 & ~_umask()
@@ -300,14 +301,14 @@ def test_hf_import_and_export_round_trip(tmp_path, corpus, arch, capsys):
   assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()      # sharded
   ref = np.load(tmp_path / "ref.npz")
   run = tmp_path / "run"
-  assert export.main(["--import", str(tmp_path / "hf"), "--workdir", str(run), "data.source=text",
+  assert entry.export(["--import", str(tmp_path / "hf"), "--workdir", str(run), "data.source=text",
                       f"data.path={corpus}", *SMALL[6:]]) == 0
   assert "train.py --config" in capsys.readouterr().out
-  cfg, _, params = export_io.restore_params(run)
+  cfg, _, params = params_io.restore_params(run)
   assert cfg.model.tie_embeddings == (arch == "gpt2")
   np.testing.assert_allclose(logits(cfg.model, jax.device_get(params), x), ref["logits"], atol=1e-5,
                              rtol=0)
-  assert export.main(["--workdir", str(run), "--format", "hf", "--out", str(tmp_path / "back")]) == 0
+  assert entry.export(["--workdir", str(run), "--format", "hf", "--out", str(tmp_path / "back")]) == 0
   hf_worker(tmp_path, "load", tmp_path / "back", tmp_path / "tokens.npy", tmp_path / "back.npz")
   back = np.load(tmp_path / "back.npz")
   np.testing.assert_allclose(back["logits"], ref["logits"], atol=1e-5, rtol=0)

@@ -17,9 +17,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-import train
+import entry
 from data import pipeline
-from modelzoo.checkpoint import Checkpointer
+from training.checkpoint import Checkpointer
 
 # schedule=constant: a run stopped at step s and continued to step n equals one run to n.
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=64",
@@ -46,7 +46,7 @@ def args(workdir, corpus, *extra):
 def ref(tmp_path_factory, corpus):
   """An uninterrupted 20-step run with checkpoints every 5 steps (5, 10, 15, 20)."""
   wd = tmp_path_factory.mktemp("ref") / "run"
-  assert train.cli(args(wd, corpus, "train.steps=20", "ckpt.every=5")) == 0
+  assert entry.train(args(wd, corpus, "train.steps=20", "ckpt.every=5")) == 0
   return wd
 
 
@@ -107,7 +107,7 @@ def test_damaged_latest_checkpoint_is_named_set_aside_and_the_previous_one_used(
     ref, corpus, tmp_path, capsys, damage):
   wd = copy_up_to(ref, tmp_path / "run", 15)
   damage(wd / "checkpoints" / "15")
-  assert train.cli(args(wd, corpus, "train.steps=20", "ckpt.every=5")) == 0
+  assert entry.train(args(wd, corpus, "train.steps=20", "ckpt.every=5")) == 0
   out = capsys.readouterr().out
   assert f"checkpoint {wd.absolute() / 'checkpoints' / '15'} could not be restored" in out, out
   assert "resumed from step 10" in out
@@ -119,7 +119,7 @@ def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(ref, corpus, tmp
   wd = copy_up_to(ref, tmp_path / "run", 10)
   truncate(wd / "checkpoints" / "5")
   flip_bytes(wd / "checkpoints" / "10")
-  assert train.cli(args(wd, corpus, "train.steps=20", "ckpt.every=5")) == 1
+  assert entry.train(args(wd, corpus, "train.steps=20", "ckpt.every=5")) == 1
   err = capsys.readouterr().err
   assert "none of the checkpoints" in err and "Traceback" not in err, err
   assert not list((wd / "checkpoints").glob("[0-9]*")), "bad ones moved aside, nothing trained"
@@ -130,7 +130,7 @@ def test_no_restorable_checkpoint_is_an_error_not_a_fresh_start(ref, corpus, tmp
 
 def test_checkpoint_restores_on_another_mesh_and_continues_identically(ref, corpus, tmp_path, capsys):
   wd = copy_up_to(ref, tmp_path / "run", 10)        # written on mesh data=8
-  assert train.cli(args(wd, corpus, "train.steps=20", "ckpt.every=5", "mesh.data=2",
+  assert entry.train(args(wd, corpus, "train.steps=20", "ckpt.every=5", "mesh.data=2",
                         "mesh.fsdp=2", "mesh.tensor=2")) == 0
   assert "resumed from step 10" in capsys.readouterr().out
   a, b = losses(wd), losses(ref)
@@ -174,7 +174,7 @@ def test_non_finite_updates_are_skipped_counted_and_too_many_stop_with_state_sav
       Poisoned(build(cfg, tok, split, **kw), poison) if split == "train"
       else build(cfg, tok, split, **kw)))
   wd = tmp_path / "run"
-  assert train.cli(args(wd, corpus, "train.steps=20", "ckpt.every=2", "train.max_bad_steps=3")) == 3
+  assert entry.train(args(wd, corpus, "train.steps=20", "ckpt.every=2", "train.max_bad_steps=3")) == 3
   err = capsys.readouterr().err
   stop_dir = wd.absolute() / "checkpoints" / "11"
   assert "4 non-finite updates in a row (steps 7..10)" in err and str(stop_dir) in err, err
@@ -218,7 +218,7 @@ def test_read_only_checkpoint_dir_is_a_clear_error_and_the_last_checkpoint_survi
     ref, corpus, tmp_path, capsys):
   wd = copy_up_to(ref, tmp_path / "run", 10)
   with read_only(wd / "checkpoints") as reason:
-    rc = train.cli(args(wd, corpus, "train.steps=20", "ckpt.every=5"))
+    rc = entry.train(args(wd, corpus, "train.steps=20", "ckpt.every=5"))
   err = capsys.readouterr().err
   assert rc == 1 and "could not write checkpoint step 15" in err and reason in err, err
   assert f"the previous checkpoint {wd.absolute() / 'checkpoints' / '10'} is intact" in err

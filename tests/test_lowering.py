@@ -6,9 +6,9 @@ import jax
 import pytest
 
 import modelzoo
-import train
 from configs import base
 from layers import sharding
+from training import step as step_lib
 
 TARGET = {"tpu": "tpu_custom_call", "cuda": "__gpu$xla.gpu.triton"}
 TINY = ["model.d_model=64", "model.n_layers=2", "model.n_heads=2", "model.d_ff=128", "model.max_len=128",
@@ -27,13 +27,13 @@ CASES = [
 def lower_train_step(overrides, platform):
   cfg = base.load("configs/quickstart.py", TINY + overrides)
   modelzoo.check(cfg.model)
-  model, (tx, schedule) = modelzoo.build(cfg.model), train.make_optimizer(cfg.train)
+  model, (tx, schedule) = modelzoo.build(cfg.model), step_lib.make_optimizer(cfg.train)
 
   mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, 1), jax.devices()[:1])
-  _, _, abstract, _ = train.init_state(model, tx, cfg, mesh)
+  _, _, abstract, _ = step_lib.init_state(model, tx, cfg, mesh)
   state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)  # no CPU placement
-  batch = {k: jax.ShapeDtypeStruct((2, cfg.data.seq_len), d) for k, d in train.BATCH_DTYPES.items()}
-  step = jax.jit(train.make_train_step(model, tx, schedule, cfg))
+  batch = {k: jax.ShapeDtypeStruct((2, cfg.data.seq_len), d) for k, d in step_lib.BATCH_DTYPES.items()}
+  step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg))
   return step.trace(state, batch).lower(lowering_platforms=(platform,)).as_text()
 
 

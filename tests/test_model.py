@@ -8,7 +8,7 @@ import pytest
 
 import modelzoo
 from configs.base import gpt2_style, llama_style
-from modelzoo.generate import generate
+from interop.generate import generate
 
 
 def n_params_formula(c) -> int:

@@ -4,9 +4,10 @@ import jax
 import numpy as np
 
 import modelzoo
-import train
 from configs import base
 from layers import sharding
+from training import distributed
+from training import step as step_lib
 
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=64", "model.max_len=32",
         "data.seq_len=32", "train.batch_size=32", "train.warmup_steps=1", "mesh.data=8"]
@@ -16,11 +17,11 @@ def run(overrides, steps=2, n_devices=None):
   cfg = base.load("configs/quickstart.py", TINY + overrides)
   devices = jax.devices()[:n_devices]
   mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, len(devices)), devices)
-  model, (tx, schedule) = modelzoo.build(cfg.model), train.make_optimizer(cfg.train)
-  make, rng, _, state_sh = train.init_state(model, tx, cfg, mesh)
-  b_sh = train.batch_sharding(mesh)
+  model, (tx, schedule) = modelzoo.build(cfg.model), step_lib.make_optimizer(cfg.train)
+  make, rng, _, state_sh = step_lib.init_state(model, tx, cfg, mesh)
+  b_sh = sharding.batch_sharding(mesh)
   with sharding.activate(mesh):
-    step = jax.jit(train.make_train_step(model, tx, schedule, cfg), in_shardings=(state_sh, b_sh),
+    step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg), in_shardings=(state_sh, b_sh),
                    out_shardings=(state_sh, None))
   rng_np, state, out = np.random.default_rng(0), make(rng), []
   for _ in range(steps):
@@ -30,7 +31,7 @@ def run(overrides, steps=2, n_devices=None):
     batch = {"inputs": x[:, :-1], "targets": x[:, 1:], "weights": w,
              "segment_ids": np.ones((B, 32), np.int32),
              "positions": np.broadcast_to(np.arange(32, dtype=np.int32), (B, 32))}
-    state, m = step(state, train.to_global(batch, b_sh))
+    state, m = step(state, distributed.to_global(batch, b_sh))
     out.append(jax.device_get(m))
   return out, jax.device_get(state.params)
 
@@ -57,13 +58,13 @@ def test_grad_accumulation_equals_one_big_batch_and_bf16_tracks_fp32():
 def test_weight_decay_mask_covers_matmuls_and_embeddings_only():
   params = {"embed": {"embedding": 0}, "layers": {"mlp": {"wi": {"kernel": 0, "bias": 0}},
                                                   "norm1": {"scale": 0}}}
-  mask = train.decay_mask(params)
+  mask = step_lib.decay_mask(params)
   assert mask == {"embed": {"embedding": True}, "layers": {"mlp": {"wi": {"kernel": True, "bias": False}},
                                                             "norm1": {"scale": False}}}
 
 
 def test_schedule_warms_up_then_decays_to_min_lr():
   t = base.TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr=0.1)
-  s = train.make_schedule(t)
+  s = step_lib.make_schedule(t)
   assert float(s(0)) == 0.0 and abs(float(s(10)) - 1.0) < 1e-6
   assert abs(float(s(100)) - 0.1) < 1e-6 and float(s(55)) < 1.0

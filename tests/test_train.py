@@ -14,12 +14,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-import eval as eval_py
+import entry
 import modelzoo
-import train
 from configs import base
 from layers import sharding
-from modelzoo.checkpoint import Checkpointer
+from training import distributed
+from training import step as step_lib
+from training.checkpoint import Checkpointer
 
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=64",
         "model.max_len=32", "data.seq_len=32", "train.batch_size=8", "train.warmup_steps=2",
@@ -38,7 +39,7 @@ def corpus(tmp_path_factory):
 
 
 def run_train(workdir, corpus, *extra):
-  return train.main(["--config", "configs/quickstart.py", "--workdir", str(workdir), *TINY,
+  return entry.train(["--config", "configs/quickstart.py", "--workdir", str(workdir), *TINY,
                      "data.source=text", f"data.path={corpus}", *extra])
 
 
@@ -57,7 +58,7 @@ def test_tiny_run_loss_drops_and_eval_reports(tmp_path, corpus, capsys):
   assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 40
   assert list((tmp_path / "tb").iterdir()), "TensorBoard events written"
   capsys.readouterr()
-  assert eval_py.main(["--workdir", str(tmp_path), "--sample", "the cat", "--max-new-tokens", "8"]) == 0
+  assert entry.eval_(["--workdir", str(tmp_path), "--sample", "the cat", "--max-new-tokens", "8"]) == 0
   out = json.loads(capsys.readouterr().out)
   assert out["step"] == 40 and abs(out["eval_loss"] - eval_rows[-1]["eval_loss"]) < 1e-4
   assert out["sample"].startswith("the cat") and len(out["sample"]) > 7
@@ -69,13 +70,13 @@ def test_eval_of_a_known_model(tmp_path, corpus, capsys):
                              ["data.source=text", f"data.path={corpus}", "mesh.data=8"])
   (tmp_path / "config.json").write_text(base.to_json(cfg))
   mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, jax.device_count()))
-  model, (tx, _) = modelzoo.build(cfg.model), train.make_optimizer(cfg.train)
-  make, rng, _, _ = train.init_state(model, tx, cfg, mesh)
+  model, (tx, _) = modelzoo.build(cfg.model), step_lib.make_optimizer(cfg.train)
+  make, rng, _, _ = step_lib.init_state(model, tx, cfg, mesh)
   state = jax.tree.map(jnp.zeros_like, make(rng))
   ck = Checkpointer(tmp_path, 1, 1)
   ck.save(7, state, {}, force=True)
   ck.close()
-  assert eval_py.main(["--workdir", str(tmp_path), "--batches", "3"]) == 0
+  assert entry.eval_(["--workdir", str(tmp_path), "--batches", "3"]) == 0
   out = json.loads(capsys.readouterr().out)
   assert out["step"] == 7
   np.testing.assert_allclose(out["eval_loss"], math.log(256), rtol=1e-6)
@@ -88,11 +89,11 @@ def losses_on_mesh(sizes, corpus, steps=3, devices=None):
       "data.source=text", f"data.path={corpus}", "train.grad_accum=2", "train.z_loss=1e-4",
       "model.n_kv_heads=2"])
   mesh = sharding.make_mesh(sizes, devices)
-  model, (tx, schedule) = modelzoo.build(cfg.model), train.make_optimizer(cfg.train)
-  make, rng, _, state_sh = train.init_state(model, tx, cfg, mesh)
-  b_sh = train.batch_sharding(mesh)
+  model, (tx, schedule) = modelzoo.build(cfg.model), step_lib.make_optimizer(cfg.train)
+  make, rng, _, state_sh = step_lib.init_state(model, tx, cfg, mesh)
+  b_sh = sharding.batch_sharding(mesh)
   with sharding.activate(mesh):
-    step = jax.jit(train.make_train_step(model, tx, schedule, cfg), in_shardings=(state_sh, b_sh),
+    step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg), in_shardings=(state_sh, b_sh),
                    out_shardings=(state_sh, None))
   rng_np = np.random.default_rng(0)
   state, losses = make(rng), []
@@ -101,7 +102,7 @@ def losses_on_mesh(sizes, corpus, steps=3, devices=None):
     batch = {"inputs": x[:, :-1], "targets": x[:, 1:], "weights": np.ones((8, 32), np.float32),
              "segment_ids": np.ones((8, 32), np.int32),
              "positions": np.broadcast_to(np.arange(32, dtype=np.int32), (8, 32))}
-    state, m = step(state, train.to_global(batch, b_sh))
+    state, m = step(state, distributed.to_global(batch, b_sh))
     losses.append(float(m["loss"]))
   return losses, jax.device_get(state.params)
 
@@ -164,7 +165,10 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, corpus):
   assert step >= 1 and f"checkpoint at step {step} saved" in out
 
 
-def test_workdir_of_another_run_is_refused(tmp_path, corpus):
+def test_workdir_of_another_run_is_refused(tmp_path, corpus, capsys):
   assert run_train(tmp_path, corpus, "train.steps=2", "train.warmup_steps=1") == 0
-  with pytest.raises(base.ConfigError, match="model.d_model"):
-    run_train(tmp_path, corpus, "train.steps=2", "train.warmup_steps=1", "model.d_model=64")
+  capsys.readouterr()
+  assert run_train(tmp_path, corpus, "train.steps=2", "train.warmup_steps=1",
+                   "model.d_model=64") == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: workdir") and "model.d_model" in err, err

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import entry
 import modelzoo
-import train
 from configs import base
 from modelzoo import deltanet
-from modelzoo.generate import generate
+from interop.generate import generate
 
 # fla-hub/delta_net-1.3B-100B, the paper's released 1.3B model: its config.json (d 2048, 24 layers,
 # 16 heads, SwiGLU 5632, vocab 32000, untied) and its 2.73 GB of bfloat16 weights give 1,365,677,056
@@ -165,7 +165,7 @@ def test_train_steps_lower_the_loss(tmp_path, corpus):
           f"data.path={corpus}", "train.batch_size=8", "train.steps=40", "train.lr=3e-3",
           "train.warmup_steps=2", "train.log_every=5", "train.eval_every=1000",
           "train.eval_steps=2"]
-  assert train.main(["--config", "configs/deltanet_tiny.py", "--workdir", str(tmp_path),
+  assert entry.train(["--config", "configs/deltanet_tiny.py", "--workdir", str(tmp_path),
                      *over]) == 0
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in rows if "loss" in r]

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-import eval as eval_py
+import entry
 import modelzoo
-import train
 from configs import base
 from layers import sharding
 from layers.head_mix import HeadMix
 from modelzoo.dual_stream import check_config, interpret
-from modelzoo.generate import generate
+from interop.generate import generate
 
 
 def n_params_formula(c) -> int:
@@ -222,13 +221,13 @@ def test_tiny_run_loss_drops_and_amplification_eval(tmp_path, corpus, capsys):
           "model.max_len=32", "data.seq_len=32", "train.batch_size=8", "train.warmup_steps=2",
           "train.steps=40", "train.lr=3e-3", "train.eval_every=40", "train.eval_steps=2",
           "train.log_every=5", "model.mix_up=independent", "data.source=text", f"data.path={corpus}"]
-  assert train.main(["--config", "configs/dual_stream_tiny_kronecker.py", "--workdir", str(tmp_path),
+  assert entry.train(["--config", "configs/dual_stream_tiny_kronecker.py", "--workdir", str(tmp_path),
                      *over]) == 0
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in rows if "loss" in r]
   assert losses[-1] < 0.6 * losses[0], losses
   capsys.readouterr()
-  assert eval_py.main(["--workdir", str(tmp_path), "--logit-scale", "1", "4"]) == 0
+  assert entry.eval_(["--workdir", str(tmp_path), "--logit-scale", "1", "4"]) == 0
   out = json.loads(capsys.readouterr().out)
   r1, r4 = out["logit_scale"]["1.0"], out["logit_scale"]["4.0"]
   assert r1["rel_loss_increase"] == 0.0 and r4["rel_loss_increase"] != 0.0

@@ -13,11 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import eval as eval_py
+import entry
 import modelzoo
-import train
 from configs.base import ConfigError, ModelConfig, load, validate
-from modelzoo.generate import generate
+from interop.generate import generate
 from modelzoo.mamba2 import layer_pattern, unit_of
 
 
@@ -205,13 +204,13 @@ TRAIN = ["model.d_model=32", "data.seq_len=32", "model.max_len=32", "train.batch
                                        "model.ssm_head_dim=16", "model.d_ff=64"]),
 ], ids=["mamba", "mamba2_hybrid"])
 def test_tiny_config_trains_and_samples(config, extra, tmp_path, corpus, capsys):
-  assert train.main(["--config", config, "--workdir", str(tmp_path), *TRAIN, *extra,
+  assert entry.train(["--config", config, "--workdir", str(tmp_path), *TRAIN, *extra,
                      f"data.path={corpus}"]) == 0
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in rows if "loss" in r]
   assert losses[-1] < 0.7 * losses[0], losses
   capsys.readouterr()
-  assert eval_py.main(["--workdir", str(tmp_path), "--sample", "the cat", "--max-new-tokens",
+  assert entry.eval_(["--workdir", str(tmp_path), "--sample", "the cat", "--max-new-tokens",
                        "8"]) == 0
   out = json.loads(capsys.readouterr().out)
   assert out["step"] == 30 and out["eval_loss"] < losses[0]

@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import entry
 import modelzoo
-import train
 from configs import base
 from layers.block import Block, attention_for
 from layers.embed import rope
-from modelzoo.generate import generate
+from interop.generate import generate
 
 # AXLearn gala-sigmoid-1B-2k (Apple's config for the paper's 1B LM): 24 x (fused QKV 3 d^2 + O d^2 +
 # QK RMSNorm 2 x 64 + SwiGLU 3 d 5632 + 2 RMSNorm d) + tied 32768 x 2048 embedding + final RMSNorm,
@@ -193,7 +193,7 @@ def test_train_steps_lower_the_loss(tmp_path, corpus):
           f"data.path={corpus}", "train.batch_size=8", "train.steps=40", "train.lr=3e-3",
           "train.warmup_steps=2", "train.log_every=5", "train.eval_every=1000",
           "train.eval_steps=2"]
-  assert train.main(["--config", "configs/sigmoid_tiny.py", "--workdir", str(tmp_path),
+  assert entry.train(["--config", "configs/sigmoid_tiny.py", "--workdir", str(tmp_path),
                      *over]) == 0
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in rows if "loss" in r]

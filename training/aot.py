@@ -37,8 +37,8 @@ only: what `lower(devices)` returns, compiled for the topology's devices).
 
 Roofline: step time = max(FLOPs / peak FLOP/s, bytes accessed / HBM bandwidth) per device;
 tokens/s per chip = tokens per device per step / step time x devices per chip; MFU estimate = the
-model's FLOPs / (step time x peak). Exit codes (train.py): 0 fits, EXIT_DOES_NOT_FIT if the step
-needs more HBM than a device has (or the compiler says it ran out), 2 for user errors.
+model's FLOPs / (step time x peak). Exit codes (training/cli.py): 0 fits, 4 (cli.DoesNotFit) if the
+program needs more HBM than a device has (or the compiler says it ran out), 2 for user errors.
 """
 from __future__ import annotations
 
@@ -51,12 +51,25 @@ import jax
 import modelzoo
 from configs import base
 from layers import sharding
-from modelzoo.metrics import param_count
-from training import hardware, step
+from training import cli, hardware, step
+from training.metrics import param_count
 
-EXIT_DOES_NOT_FIT = 4
 FLOPS_TOL = 0.06          # |total / model - 1| accepted for the tiny configs (measured +0.4..3.6%)
 KERNEL_CALLS = {"tpu": "tpu_custom_call", "cuda": "__gpu$xla.gpu.triton"}
+
+
+def compile_on_this_host():
+  """--aot: this host's CPU runs the TPU/GPU compiler; no accelerator is looked for. Call before
+  any backend starts."""
+  jax.config.update("jax_platforms", "cpu")
+
+
+def verdict(r: dict, name: str) -> int:
+  """Prints the report; 0 if the program fits, else raises cli.DoesNotFit (exit code 4)."""
+  print(show(r, name))
+  if not r["fits"]:
+    raise cli.DoesNotFit(f"{name} on {r['topology']}: see the memory per device above")
+  return 0
 
 
 def setup(cfg: base.Config, devices):

@@ -1,7 +1,9 @@
-"""The train step shared by train.py (the loop), eval.py and training/aot.py (--aot compiles).
+"""The train state, optimizer, loss, train step and eval step: train.py runs them, eval.py
+evaluates with the same loss, training/aot.py (--aot) compiles them.
 
 `jit_train_step` is THE step: the loop runs it and `--aot` compiles it, with the same shardings,
-donation and batch spec, so what is compiled ahead of time is what runs.
+donation and batch spec, so what is compiled ahead of time is what runs. `loss_sums` is THE loss:
+the train step's objective and the eval step's (which may scale the attention logits).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import optax
 
 from configs import base
 from layers import sharding
-from modelzoo.checkpoint import abstract_like
+from training.checkpoint import abstract_like
 
 
 @flax.struct.dataclass
@@ -53,10 +55,13 @@ def make_optimizer(t: base.TrainConfig):
   return tx, schedule
 
 
-def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False):
-  """Sums over the batch of token cross-entropy, of the z-loss term, and of the token weights."""
+def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False,
+              logit_scale: float = 1.0):
+  """Sums over the batch of token cross-entropy, of the z-loss term, and of the token weights.
+  logit_scale multiplies every attention logit (eval.py --logit-scale; 1 in training)."""
   logits_BTV = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                           batch["segment_ids"] if pack else None).astype(jnp.float32)
+                           batch["segment_ids"] if pack else None,
+                           logit_scale=logit_scale).astype(jnp.float32)
   lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
   target_BT = jnp.take_along_axis(logits_BTV, batch["targets"][..., None], axis=-1)[..., 0]
   w_BT = batch["weights"]
@@ -105,9 +110,10 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
   return train_step
 
 
-def make_eval_step(model, cfg: base.Config):
+def make_eval_step(model, cfg: base.Config, logit_scale: float = 1.0):
+  """(params, batch) -> (summed token NLL, summed weights), attention logits x logit_scale."""
   def eval_step(params, batch):
-    ce, _, w = loss_sums(model, params, batch, 0.0, cfg.data.pack)
+    ce, _, w = loss_sums(model, params, batch, 0.0, cfg.data.pack, logit_scale)
     return ce, w
   return eval_step
 

@@ -9,7 +9,9 @@ Everything else, and hosts without a C++ compiler, take the jnp path (`reference
 
 The shared library is compiled once per (source, command, jax version, what -march=native means to
 the compiler here) with `$CXX` (default g++) into `$SEQZOO_CACHE` (default ~/.cache/seqzoo), so a
-cache shared between different CPUs keeps one file per CPU. A failed build warns once and falls back.
+cache shared between different CPUs keeps one file per CPU. `load()` builds and registers it; the
+CPU platform's start-up calls it (training/platform_cpu.py), never tracing: a process that did not
+load it gets the jnp path. A failed build warns once and falls back.
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def build(cxx: str, cache: pathlib.Path) -> pathlib.Path:
 
 
 @functools.cache
-def available() -> bool:
+def load() -> bool:
   """Builds and registers the kernel once per process; False (with a warning) if that fails."""
   cache = pathlib.Path(os.environ.get("SEQZOO_CACHE", pathlib.Path.home() / ".cache" / "seqzoo"))
   try:
@@ -76,6 +78,11 @@ def available() -> bool:
   return True
 
 
+def loaded() -> bool:
+  """Whether `load()` succeeded in this process (never builds: safe at trace time)."""
+  return load.cache_info().currsize > 0 and load()
+
+
 def covers(spec: Spec, q, k, v, q_seg) -> bool:
   """Whether the kernel computes this call (checked at trace time; see the module doc)."""
   shapes = (*q.shape, *k.shape)
@@ -84,12 +91,12 @@ def covers(spec: Spec, q, k, v, q_seg) -> bool:
   return (spec.kind == "softmax" and spec.window is None and spec.softcap is None
           and q_seg is None and all(isinstance(n, int) for n in shapes)
           and all(x.dtype == jnp.float32 for x in (q, k, v)) and q.shape[-1] in HEAD_DIMS
-          and local and jax.default_backend() == "cpu" and available())
+          and local and jax.default_backend() == "cpu" and loaded())
 
 
 def _call(name, outs, *args, spec: Spec):
-  if not available():
-    raise RuntimeError("the CPU attention kernel could not be built (see the warning above)")
+  if not loaded():
+    raise RuntimeError("the CPU attention kernel is not loaded (kernels.attention.cpu.load())")
   return jax.ffi.ffi_call(name, outs, vmap_method="sequential")(
       *args, scale=np.float32(spec.scale), causal=spec.causal)
 

@@ -6,6 +6,11 @@ Compile time dominates on CPU (an interpreted Pallas fwd+bwd compiles in seconds
 milliseconds), so there are few cases, each packing several features: GQA with odd head counts,
 ragged lengths, T != S (bottom-right causal), window, segments, softcap, rows that see no key.
 """
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,6 +149,7 @@ CPU_CASES = [(2, 64, 64, 4, 4, 32, True), (1, 100, 130, 4, 2, 64, True), (2, 50,
 
 @pytest.mark.parametrize("case", CPU_CASES)
 def test_cpu_kernel_matches_oracle_float32(case):
+  assert cpu.load(), "the CPU kernel builds (g++)"
   spec = Spec("softmax", case[6], None, case[5] ** -0.5, None, 0.0, case[1], case[2])
   qkv_w = make_inputs(*case[:6])
   o, grads = fwd_vjp(lambda q, k, v, *s: cpu.attention(spec, q, k, v))(qkv_w[:3], (None, None),
@@ -155,6 +161,7 @@ def test_cpu_kernel_matches_oracle_float32(case):
 
 
 def test_auto_gives_the_cpu_kernel_only_what_it_covers():
+  assert cpu.load()            # what the CPU platform's start-up does (training/platform_cpu.py)
   q, k, v, _ = make_inputs(2, 24, 24, 4, 2, 16)
   seg = jnp.zeros((2, 24), jnp.int32)
 
@@ -182,6 +189,26 @@ def test_auto_gives_the_cpu_kernel_only_what_it_covers():
   got = jax.jit(jax.vmap(attention))(*qkv)
   want = jax.vmap(lambda *a: attention(*a, impl="xla"))(*qkv)
   np.testing.assert_allclose(got, want, atol=3e-6)
+
+
+_TRACE_ONLY = """
+import jax, jax.numpy as jnp
+from kernels import attention
+from kernels.attention import cpu
+q = jnp.ones((1, 16, 2, 16), jnp.float32)
+hlo = lambda: jax.jit(attention).lower(q, q, q).as_text()
+print(cpu.FWD in hlo(), cpu.loaded(), cpu.load(), cpu.FWD in hlo())
+"""
+
+
+def test_tracing_never_builds_the_cpu_kernel(tmp_path):
+  # A fresh process with an empty kernel cache: tracing "auto" takes the jnp path and builds
+  # nothing; after load() (the CPU platform's start-up) the same trace calls the kernel.
+  env = {**os.environ, "SEQZOO_CACHE": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+  r = subprocess.run([sys.executable, "-c", _TRACE_ONLY], env=env, capture_output=True, text=True,
+                     timeout=300, cwd=Path(__file__).resolve().parents[2])
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert r.stdout.split() == ["False", "False", "True", "True"], r.stdout
 
 
 def test_cpu_kernel_build_names_a_missing_compiler_and_caches(tmp_path):

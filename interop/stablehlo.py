@@ -28,8 +28,8 @@ import numpy as np
 import modelzoo
 from configs import base
 from layers import sharding
-from modelzoo import export_io
-from modelzoo.export_io import flatten, save_file, unflatten
+from interop.params_io import flatten, save_file, unflatten
+from training import workdir as workdir_lib
 
 
 def forward_fn(model_cfg):
@@ -55,8 +55,8 @@ def lower_forward(cfg: base.Config, devices, seq_len: int, batch: int):
   """The same forward for `batch` rows lowered for `devices` (export.py --aot: a topology's) with
   the parameters sharded on the mesh a restore there would use: (lowered, abstract args, mesh
   sizes), as training/aot.memory_report takes it."""
-  mesh = export_io.restore_mesh(cfg, devices)
-  params = flatten_abstract(export_io.param_target(cfg.model, seq_len, mesh))
+  mesh = workdir_lib.restore_mesh(cfg, devices)
+  params = flatten_abstract(workdir_lib.param_target(cfg.model, seq_len, mesh))
   b_sh = sharding.batch_sharding(mesh)
   if batch % (mesh.shape["data"] * mesh.shape["fsdp"]):    # e.g. one row: every device has it
     b_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

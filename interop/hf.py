@@ -22,7 +22,7 @@ import numpy as np
 from safetensors import numpy as st_np
 
 from configs.base import ConfigError, ModelConfig
-from modelzoo.export_io import save_file
+from interop.params_io import save_file
 
 GPT2_ACT = {False: "gelu_new", True: "gelu"}        # our gelu_exact -> HF activation_function
 # seqzoo's tokenizers have no BOS/EOS ids; HF's class defaults (GPT-2: 50256) may not exist here.

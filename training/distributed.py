@@ -14,7 +14,6 @@ On CPU the cross-process collectives are gloo (jax_cpu_collectives_implementatio
 """
 from __future__ import annotations
 
-import ctypes
 import os
 
 import jax
@@ -23,58 +22,6 @@ import numpy as np
 from configs.base import ConfigError
 
 _SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
-
-
-# XLA:CPU settings (the same on every machine, so a CPU run's numbers are reproducible). YNNPACK runs
-# the dots it supports, each on its own: with its elementwise fusions the shakespeare_char step ran
-# ~1.2x slower on our 2-core machines, and dot fusions that pull in the neighbouring softmax and
-# residual ops ~1.05-1.1x slower than single dots (docs/shakespeare_char.md).
-CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-
-
-def configure_cpu(cpu_devices: int) -> list[str]:
-  """Before any backend starts: XLA:CPU flags, and `cpu_devices` JAX devices on the CPU platform.
-
-  Several CPU devices make data parallelism over the cores: XLA:CPU splits the small ops of a small
-  model poorly over threads, while one device per core keeps every core busy. Settings already in
-  XLA_FLAGS win. Also keeps freed memory in the process (`keep_freed_memory`). Returns what could
-  not be applied (JAX had started; e.g. tests, notebooks).
-  """
-  from jax._src import xla_bridge
-  if cpu_devices < 1:
-    raise ConfigError(f"mesh.cpu_devices={cpu_devices} must be > 0")
-  keep_freed_memory()
-  flags = os.environ.get("XLA_FLAGS", "")
-  add = [f"--{k}={v}" for k, v in CPU_XLA_FLAGS.items() if f"--{k}=" not in flags]
-  devices = cpu_devices > 1 and "xla_force_host_platform_device_count" not in flags
-  if xla_bridge.backends_are_initialized():
-    return add + ([f"mesh.cpu_devices={cpu_devices}"] if devices else [])
-  if add:
-    os.environ["XLA_FLAGS"] = " ".join([flags, *add]).strip()
-  if devices:
-    jax.config.update("jax_num_cpu_devices", cpu_devices)
-  return []
-
-
-def keep_freed_memory() -> bool:
-  """Stop glibc from handing XLA:CPU's large per-step buffers back to the OS when freed.
-
-  By default blocks over 32 MiB are mmap'd and unmapped on free, the heap top is trimmed, and
-  worker threads get their own arenas (64 MiB heaps that also unmap), so every step faults its
-  buffers in again: 12k-47k page faults per step, a quarter of the quickstart run's time in the
-  kernel (docs/shakespeare_char.md). One arena that keeps its pages; peak memory is unchanged.
-  Applies to the whole process, whatever the platform (train.py calls it via configure_cpu).
-  Returns False where libc is not glibc. Call before JAX starts its threads.
-  """
-  try:
-    libc = ctypes.CDLL("libc.so.6")
-  except OSError:
-    return False
-  M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
-  ok = [libc.mallopt(M_MMAP_THRESHOLD, 1 << 30),        # 1 GiB; each returns 1 on success
-        libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1),
-        libc.mallopt(M_ARENA_MAX, 1)]
-  return all(ok)
 
 
 def add_args(parser) -> None:
@@ -160,6 +107,21 @@ def check_batch_layout(b_sh, global_shape: tuple) -> None:
     raise ConfigError(f"process {jax.process_index()}'s devices hold batch rows "
                       f"{sorted(rows)[:4]}...; expected the block [{min(want)}, {max(want) + 1}); "
                       "the mesh's device order must group each process's devices")
+
+
+def to_global(local_batch: dict, batch_sharding) -> dict:
+  """This process's rows of a batch (numpy) -> the global jax.Arrays the step takes."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding, v)
+          for k, v in local_batch.items()}
+
+
+def preemption_point(step: int) -> bool:
+  """Multi-process: True on every process at the same step once any of them got SIGTERM (JAX's
+  preemption service owns the signal there); always False for one process."""
+  if jax.process_count() == 1:
+    return False
+  from jax.experimental import multihost_utils
+  return multihost_utils.reached_preemption_sync_point(step)
 
 
 def any_process(flag: bool) -> bool:

@@ -1,6 +1,6 @@
 """Parameters in and out of runs: flat named tensors, params-only restores, imported runs.
 
-    cfg, step, params = restore_params(workdir)        # on the run's own mesh (restore_mesh)
+    cfg, step, params = restore_params(workdir)   # on the run's own mesh (workdir.restore_mesh)
     cfg, step, params = restore_params(workdir, param_dtype="bfloat16", mesh=mesh)  # any mesh
     save_safetensors(out_dir, params, cfg)     # model.safetensors + config.json (+ tokenizer.json)
     cfg, params = load_safetensors(out_dir)
@@ -12,11 +12,9 @@ file is the tree exactly as the model holds it (scanned layers keep their leadin
 from __future__ import annotations
 
 import json
-import math
 import os
 import pprint
 import shutil
-import sys
 from pathlib import Path
 
 import flax
@@ -29,7 +27,11 @@ from safetensors import numpy as st_np
 import modelzoo
 from configs import base
 from configs.base import ConfigError
+from data import pipeline, tokenize
 from layers import sharding
+from training import step as step_lib
+from training import workdir as workdir_lib
+from training.checkpoint import Checkpointer
 
 WEIGHTS = "model.safetensors"
 
@@ -70,86 +72,27 @@ def flatten_shapes(tree) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Restoring a run's parameters.
 
-def read_config(workdir: Path) -> base.Config:
-  f = Path(workdir) / "config.json"
-  if not f.exists():
-    raise ConfigError(f"--workdir {workdir}: no config.json (not a seqzoo run directory)")
-  return base.from_dict(json.loads(f.read_text()))
-
-
-def checkpoint_steps(workdir: Path) -> list[int]:
-  """Finished checkpoints (orbax writes `<step>.orbax-checkpoint-tmp-*` first, then renames)."""
-  d = Path(workdir) / "checkpoints"
-  return sorted(int(p.name) for p in d.glob("*") if p.name.isdigit() and (p / "state").is_dir())
-
-
-def restore_mesh_shape(mesh_cfg: base.MeshConfig, n_devices: int) -> tuple[dict, str | None]:
-  """(sizes, note): the mesh a run's parameters are restored onto on n_devices. The run's own mesh
-  (its config's mesh, -1 resolved) when n_devices can hold it, note None. Otherwise (a pod run on
-  a laptop) tensor and fsdp keep their largest divisors that divide the devices, and data takes
-  the rest: parameters stay sharded as far as the devices allow, and a divisor of mesh.tensor
-  still divides the heads and widths the run was validated with. The note says so, in one line."""
-  try:
-    return base.mesh_shape(mesh_cfg, n_devices), None
-  except ConfigError as e:
-    why = str(e)
-  tensor = math.gcd(max(mesh_cfg.tensor, 1), n_devices)
-  fsdp = math.gcd(max(mesh_cfg.fsdp, 1), n_devices // tensor)
-  sizes = dict(data=n_devices // (tensor * fsdp), fsdp=fsdp, tensor=tensor)
-  return sizes, (f"the run's {why}: restoring onto mesh "
-                 + " ".join(f"{k}={v}" for k, v in sizes.items()) + " instead")
-
-
-def restore_mesh(cfg: base.Config, devices=None) -> jax.sharding.Mesh:
-  """The mesh eval.py, export.py and --import restore a run onto (restore_mesh_shape) over
-  `devices` (default: all; a topology's for --aot); a fallback is noted on stderr."""
-  devices = jax.devices() if devices is None else list(devices)
-  sizes, note = restore_mesh_shape(cfg.mesh, len(devices))
-  if note:
-    print(f"note: {note}", file=sys.stderr)
-  return sharding.make_mesh(sizes, devices)
-
-
-def on_mesh(cfg: base.Config, mesh: jax.sharding.Mesh) -> base.Config:
-  """cfg with `mesh`'s sizes and a batch divisible by its data-parallel size (rounded down, at
-  least one row per data shard), e.g. to evaluate a pod run on fewer devices."""
-  sizes = dict(mesh.shape)
-  dp, b = sizes["data"] * sizes["fsdp"], cfg.train.batch_size
-  return base.apply_overrides(cfg, [f"mesh.{k}={v}" for k, v in sizes.items()]
-                              + [f"train.batch_size={b - b % dp or dp}", "train.grad_accum=1"])
-
-
-def param_target(model_cfg, seq_len: int, mesh: jax.sharding.Mesh) -> dict:
-  """ShapeDtypeStructs of the parameters with the model's logical shardings on `mesh`."""
-  model = modelzoo.build(model_cfg)
-  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                            jnp.zeros((1, seq_len), jnp.int32))["params"])
-  shardings = sharding.shardings(boxed, mesh)
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      flax.linen.unbox(boxed), shardings)
-
-
 def restore_params(workdir: Path, step: int | None = None, param_dtype: str | None = None,
                    mesh=None):
   """(cfg, step, params): only the parameters of a checkpoint (no optimizer state is read), placed
-  with the model's logical shardings on `mesh` (default: restore_mesh, the run's own) and cast to
+  with the model's logical shardings on `mesh` (default: the run's own, workdir.restore_mesh), cast to
   `param_dtype` as they are read (e.g. "bfloat16" for serving). The config's param_dtype is updated;
   its mesh stays the run's."""
   workdir = Path(workdir)
-  cfg = read_config(workdir)
+  cfg = workdir_lib.read_config(workdir)
   if mesh is None:
-    mesh = restore_mesh(cfg)
+    mesh = workdir_lib.restore_mesh(cfg)
   if param_dtype is not None:
     cfg = base.apply_overrides(cfg, [f"model.param_dtype={param_dtype}"])
-    base.validate(on_mesh(cfg, mesh), mesh.size)
-  steps = checkpoint_steps(workdir)
+    base.validate(workdir_lib.on_mesh(cfg, mesh), mesh.size)
+  steps = workdir_lib.checkpoint_steps(workdir)
   if not steps:
     raise ConfigError(f"--workdir {workdir}: no checkpoint in {workdir / 'checkpoints'}")
   if step is None:
     step = steps[-1]
   elif step not in steps:
     raise ConfigError(f"--step {step}: no such checkpoint in {workdir / 'checkpoints'} (have {steps})")
-  target = {"params": param_target(cfg.model, cfg.data.seq_len, mesh)}
+  target = {"params": workdir_lib.param_target(cfg.model, cfg.data.seq_len, mesh)}
   # A params-only partial read: the ArrayRestoreArgs built from `target` carry the wanted dtype,
   # so orbax casts while reading and the full-precision copy never exists on the devices.
   with ocp.PyTreeCheckpointer() as ckptr:
@@ -208,11 +151,8 @@ def write_run(workdir: Path, cfg: base.Config, params, tokenizer_src: Path | Non
   The optimizer state is fresh (tx.init); the data iterator state is that of a fresh iterator.
   Returns the generated config file to pass to `train.py --config`.
   """
-  import train                          # top-level module: the repo root is the workspace
-  from data import pipeline, tokenize
-  from modelzoo.checkpoint import Checkpointer
   workdir = Path(workdir)
-  if (workdir / "checkpoints").exists() and checkpoint_steps(workdir):
+  if (workdir / "checkpoints").exists() and workdir_lib.checkpoint_steps(workdir):
     raise ConfigError(f"--workdir {workdir} already holds checkpoints; import into a new workdir")
   base.validate(cfg, jax.device_count())
   modelzoo.check(cfg.model)
@@ -229,10 +169,10 @@ def write_run(workdir: Path, cfg: base.Config, params, tokenizer_src: Path | Non
                               seed=cfg.train.seed, process_index=jax.process_index(),
                               process_count=n_proc)
   data_state = it.get_state()
-  mesh = restore_mesh(cfg)          # validated above: the mesh train.py will resume on
+  mesh = workdir_lib.restore_mesh(cfg)     # validated above: the mesh train.py will resume on
   model = modelzoo.build(cfg.model)
-  tx, _ = train.make_optimizer(cfg.train)
-  make, rng, abstract, state_sh = train.init_state(model, tx, cfg, mesh)
+  tx, _ = step_lib.make_optimizer(cfg.train)
+  make, rng, abstract, state_sh = step_lib.init_state(model, tx, cfg, mesh)
   params = jax.tree.map(lambda p, a: jax.device_put(np.asarray(p).astype(a.dtype), a.sharding),
                         params, abstract.params)
   # Every other field (step 0, rng, counters) as a fresh run has them; the optimizer state is

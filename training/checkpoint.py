@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from configs.base import ConfigError
-from modelzoo import distributed
+from training import distributed
 
 log = logging.getLogger("seqzoo")
 

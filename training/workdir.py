@@ -1,0 +1,120 @@
+"""A run's directory: its config.json, its checkpoints, the mesh and shardings it restores onto.
+
+    prepare_workdir(workdir, cfg, lead)     # train.py: one run per workdir, config.json written
+    cfg = read_config(workdir)
+    mesh = restore_mesh(cfg)                # the run's own mesh, or the nearest these devices hold
+    cfg = on_mesh(cfg, mesh)                # its sizes and a batch that mesh divides
+    target = param_target(cfg.model, cfg.data.seq_len, mesh)   # what a params restore produces
+
+eval.py, export.py and export.py --import restore runs through these; train.py resumes on its
+config's own mesh (a checkpoint restores onto any mesh: training/checkpoint.py).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import flax
+import jax
+import jax.numpy as jnp
+
+import modelzoo
+from configs import base
+from configs.base import ConfigError
+from layers import sharding
+
+
+def check_workdir(workdir: Path, cfg: base.Config):
+  """A workdir belongs to one run: its model and data must not change between invocations."""
+  f = workdir / "config.json"
+  if not f.exists():
+    return
+  try:
+    old = json.loads(f.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{f} is not a seqzoo config.json ({e}); use a new --workdir") from None
+  if not isinstance(old, dict):
+    raise ConfigError(f"{f} is not a seqzoo config.json; use a new --workdir")
+  new = base.to_dict(cfg)
+  for sec in ("model", "data"):
+    if old.get(sec) != new[sec]:
+      diff = sorted(k for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k])
+      raise ConfigError(f"workdir {workdir} holds another run (its config.json differs in "
+                        f"{', '.join(f'{sec}.{k}' for k in diff)}); use a new --workdir")
+
+
+def prepare_workdir(workdir: Path, cfg: base.Config, lead: bool):
+  """Creates the workdir; the lead process (the workdir is shared) checks it and writes config.json."""
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"--workdir {workdir} cannot be created: {e.strerror or e}") from None
+  if not workdir.is_dir():
+    raise ConfigError(f"--workdir {workdir} is not a directory")
+  if lead:
+    check_workdir(workdir, cfg)
+    try:
+      (workdir / "config.json").write_text(base.to_json(cfg))
+    except OSError as e:
+      raise ConfigError(f"--workdir {workdir} is not writable: {e.strerror or e}") from None
+
+
+def read_config(workdir: Path) -> base.Config:
+  f = Path(workdir) / "config.json"
+  if not f.exists():
+    raise ConfigError(f"--workdir {workdir}: no config.json (not a seqzoo run directory)")
+  return base.from_dict(json.loads(f.read_text()))
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+  """Finished checkpoints (orbax writes `<step>.orbax-checkpoint-tmp-*` first, then renames)."""
+  d = Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in d.glob("*") if p.name.isdigit() and (p / "state").is_dir())
+
+
+def restore_mesh_shape(mesh_cfg: base.MeshConfig, n_devices: int) -> tuple[dict, str | None]:
+  """(sizes, note): the mesh a run's parameters are restored onto on n_devices. The run's own mesh
+  (its config's mesh, -1 resolved) when n_devices can hold it, note None. Otherwise (a pod run on
+  a laptop) tensor and fsdp keep their largest divisors that divide the devices, and data takes
+  the rest: parameters stay sharded as far as the devices allow, and a divisor of mesh.tensor
+  still divides the heads and widths the run was validated with. The note says so, in one line."""
+  try:
+    return base.mesh_shape(mesh_cfg, n_devices), None
+  except ConfigError as e:
+    why = str(e)
+  tensor = math.gcd(max(mesh_cfg.tensor, 1), n_devices)
+  fsdp = math.gcd(max(mesh_cfg.fsdp, 1), n_devices // tensor)
+  sizes = dict(data=n_devices // (tensor * fsdp), fsdp=fsdp, tensor=tensor)
+  return sizes, (f"the run's {why}: restoring onto mesh "
+                 + " ".join(f"{k}={v}" for k, v in sizes.items()) + " instead")
+
+
+def restore_mesh(cfg: base.Config, devices=None) -> jax.sharding.Mesh:
+  """The mesh eval.py, export.py and --import restore a run onto (restore_mesh_shape) over
+  `devices` (default: all; a topology's for --aot); a fallback is noted on stderr."""
+  devices = jax.devices() if devices is None else list(devices)
+  sizes, note = restore_mesh_shape(cfg.mesh, len(devices))
+  if note:
+    print(f"note: {note}", file=sys.stderr)
+  return sharding.make_mesh(sizes, devices)
+
+
+def on_mesh(cfg: base.Config, mesh: jax.sharding.Mesh) -> base.Config:
+  """cfg with `mesh`'s sizes and a batch divisible by its data-parallel size (rounded down, at
+  least one row per data shard), e.g. to evaluate a pod run on fewer devices."""
+  sizes = dict(mesh.shape)
+  dp, b = sizes["data"] * sizes["fsdp"], cfg.train.batch_size
+  return base.apply_overrides(cfg, [f"mesh.{k}={v}" for k, v in sizes.items()]
+                              + [f"train.batch_size={b - b % dp or dp}", "train.grad_accum=1"])
+
+
+def param_target(model_cfg, seq_len: int, mesh: jax.sharding.Mesh) -> dict:
+  """ShapeDtypeStructs of the parameters with the model's logical shardings on `mesh`."""
+  model = modelzoo.build(model_cfg)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                            jnp.zeros((1, seq_len), jnp.int32))["params"])
+  shardings = sharding.shardings(boxed, mesh)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      flax.linen.unbox(boxed), shardings)
