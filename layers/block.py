@@ -1,56 +1,30 @@
-"""The residual block (attention + MLP) with configurable norm placement, and the layer stack.
+"""Residual blocks and the layer stack. Blocks take their sublayers as factories, not a config.
 
-pre:  x = x + attn(norm1(x));  x = x + mlp(norm2(x))        (GPT-2, Llama)
-post: x = norm1(x + attn(x));  x = norm2(x + mlp(x))        (original Transformer)
+A factory is `functools.partial(ModuleClass, **fields)`: the block calls it with a `name`, so the
+block decides where a sublayer sits in the parameter tree (attn, mlp, norm1, ...) and the model
+decides what it is. Token mixers (layers.attention.Attention, layers.deltanet.DeltaNetMixer,
+layers.ssm.Mamba / Mamba2) are called as mixer(x_BTD, positions_BT, segment_ids_BT, logit_scale);
+MLPs and norms as f(x_BTD).
 
-Stabilisers for sigmoid attention (Ramapuram et al. 2024), both off by default and pre-norm only:
-hybrid_norm: x = x + norm3(attn(norm1(x)));  x = x + norm4(mlp(norm2(x)))   (AXLearn "hybridnorm")
-layer_scale: each branch output is multiplied by a learned per-channel gamma (init cfg.layer_scale)
-before the residual add, as in the paper's attention_simulator TransformerBlock (ls1, ls2).
+Block, pre-norm:  x = x + mixer(norm1(x));  x = x + mlp(norm2(x))        (GPT-2, Llama, DeltaNet)
+      post-norm:  x = norm1(x + mixer(x));  x = norm2(x + mlp(x))        (original Transformer)
+Stabilisers for sigmoid attention (Ramapuram et al. 2024), pre-norm only:
+  hybrid_norm: x = x + norm3(mixer(norm1(x)));  x = x + norm4(mlp(norm2(x)))  (AXLearn "hybridnorm")
+  layer_scale: each branch output times a learned per-channel gamma (init layer_scale) before the
+  residual add, as in the paper's attention_simulator TransformerBlock (ls1, ls2).
+Residual:  x = x + f(norm(x)), one branch (Mamba's block, each layer of a Mamba-2 hybrid).
 """
 from __future__ import annotations
 
-import math
+import typing
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from configs.base import ConfigError
-from layers.attention import Attention
-from layers.mlp import MLP
-from layers.norm import Norm
 from layers.sharding import constrain, param
 
-
-def dtypes(cfg):
-  return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
-
-
-def matmul_dtypes(cfg):
-  """dtypes() and model.matmul_dtype, for the modules that honour it (attention, MLP, embedding
-  and head of the decoder family; configs.base.validate rejects it for the other models)."""
-  return dict(dtypes(cfg), matmul_dtype=jnp.dtype(cfg.matmul_dtype or cfg.dtype))
-
-
-def out_std(cfg):
-  """GPT-2's scaled init for projections that write to the residual stream."""
-  return cfg.init_std / math.sqrt(2 * cfg.n_layers)
-
-
-def attention_for(cfg, decode: bool, name: str = "attn", window: int | None = None) -> Attention:
-  H = cfg.n_heads
-  return Attention(
-      n_heads=H, n_kv_heads=cfg.n_kv_heads or H, d_head=cfg.d_head or cfg.d_model // H,
-      kind=cfg.attention, sigmoid_bias=-math.log(cfg.max_len), pos=cfg.pos,
-      rope_theta=cfg.rope_theta, use_bias=cfg.use_bias, impl=cfg.attn_impl,
-      qk_norm=cfg.norm if cfg.qk_norm else "none", qk_norm_eps=cfg.norm_eps, window=window,
-      init_std=cfg.init_std, out_std=out_std(cfg), decode=decode, name=name, **matmul_dtypes(cfg))
-
-
-def norm_for(cfg, name: str, groups: int = 1) -> Norm:
-  return Norm(kind=cfg.norm, use_bias=cfg.norm_bias, eps=cfg.norm_eps, groups=groups,
-              param_dtype=jnp.dtype(cfg.param_dtype), name=name)
+ACT = ("batch", "length", "act_embed")
 
 
 class LayerScale(nn.Module):
@@ -66,32 +40,59 @@ class LayerScale(nn.Module):
 
 
 class Block(nn.Module):
-  cfg: object                   # configs.base.ModelConfig
-  decode: bool = False
+  mixer: typing.Callable         # factory of the token mixer
+  mlp: typing.Callable           # factory of the MLP
+  norm: typing.Callable          # factory of the norms
+  mixer_name: str = "attn"
+  placement: str = "pre"         # pre | post
+  hybrid_norm: bool = False      # pre only
+  layer_scale: float = 0.0       # LayerScale init; 0 = off; pre only
+  param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, segment_ids_BT, logit_scale):
-    cfg = self.cfg
-    attn = attention_for(cfg, self.decode)
-    mlp = MLP(cfg.d_ff, kind=cfg.mlp, gelu_exact=cfg.gelu_exact, use_bias=cfg.use_bias,
-              init_std=cfg.init_std, out_std=out_std(cfg), name="mlp", **matmul_dtypes(cfg))
-    n1, n2 = norm_for(cfg, "norm1"), norm_for(cfg, "norm2")
-    if (cfg.hybrid_norm or cfg.layer_scale) and cfg.norm_placement != "pre":
-      raise ConfigError("model.hybrid_norm and model.layer_scale need model.norm_placement=pre")
+  def __call__(self, x_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
+    mixer, mlp = self.mixer(name=self.mixer_name), self.mlp(name="mlp")
+    n1, n2 = self.norm(name="norm1"), self.norm(name="norm2")
 
-    def branch_out(h_BTD, i):    # the sigmoid stabilisers on branch i (1: attention, 2: MLP)
-      if cfg.hybrid_norm:
-        h_BTD = norm_for(cfg, f"norm{i + 2}")(h_BTD)
-      if cfg.layer_scale:
-        h_BTD = LayerScale(cfg.layer_scale, jnp.dtype(cfg.param_dtype), name=f"ls{i}")(h_BTD)
+    def branch_out(h_BTD, i):    # the sigmoid stabilisers on branch i (1: mixer, 2: MLP)
+      if self.hybrid_norm:
+        h_BTD = self.norm(name=f"norm{i + 2}")(h_BTD)
+      if self.layer_scale:
+        h_BTD = LayerScale(self.layer_scale, self.param_dtype, name=f"ls{i}")(h_BTD)
       return h_BTD
-    if cfg.norm_placement == "pre":
-      x_BTD = x_BTD + branch_out(attn(n1(x_BTD), positions_BT, segment_ids_BT, logit_scale), 1)
+    if self.placement == "pre":
+      h_BTD = mixer(n1(x_BTD), positions_BT, segment_ids_BT, logit_scale)
+      x_BTD = x_BTD + branch_out(h_BTD, 1)
       x_BTD = x_BTD + branch_out(mlp(n2(x_BTD)), 2)
     else:
-      x_BTD = n1(x_BTD + attn(x_BTD, positions_BT, segment_ids_BT, logit_scale))
+      x_BTD = n1(x_BTD + mixer(x_BTD, positions_BT, segment_ids_BT, logit_scale))
       x_BTD = n2(x_BTD + mlp(x_BTD))
-    return constrain(x_BTD, ("batch", "length", "act_embed")), None
+    return constrain(x_BTD, ACT), None
+
+
+class Residual(nn.Module):
+  f: typing.Callable             # factory of the branch
+  norm: typing.Callable
+  f_name: str = "mixer"
+  mixes_tokens: bool = True      # f is a token mixer; False: f(x) only (an MLP)
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
+    args = (positions_BT, segment_ids_BT, logit_scale) if self.mixes_tokens else ()
+    h_BTD = self.f(name=self.f_name)(self.norm(name="norm")(x_BTD), *args)
+    return constrain(x_BTD + h_BTD, ACT), None
+
+
+class Unit(nn.Module):
+  """Layers in order, named `names`: one step of a stack that repeats a pattern ("DS", "M*-")."""
+  layers: tuple                  # factories
+  names: tuple
+
+  @nn.compact
+  def __call__(self, x, *args):
+    for f, name in zip(self.layers, self.names):
+      x = f(name=name)(x, *args)[0]
+    return x, None
 
 
 REMAT_POLICIES = {
@@ -100,23 +101,34 @@ REMAT_POLICIES = {
 }
 
 
-def stack(block_cls, cfg, decode: bool, name: str = "layers", **kw):
-  """`cfg.n_layers` copies of `block_cls`: scanned (one compiled body whatever the depth) or unrolled.
+def stack(layers: typing.Sequence, *, scan: bool = True, remat: str = "none",
+          name: str = "layers", names: typing.Sequence[str] | None = None):
+  """`layers` (one factory per layer) applied in order; returns a callable (x, *args) -> x.
 
-  Returns a callable (x, *broadcast_args) -> x. Scanned parameters get the leading `layers` axis.
+  scan: one nn.scan over `layers`, which must be one factory repeated ([f] * n): one compiled
+  body whatever the depth, named `name`; its parameters, cache and sown intermediates get the
+  leading `layers` axis. Otherwise unrolled, layer i named names[i] (default f"{name}_{i}").
+  Each layer returns (x, None), flax's scan convention; x may be a tuple (several streams).
+  remat: none | full | dots (REMAT_POLICIES), per layer.
   """
-  cls = block_cls
-  if cfg.remat != "none":
-    cls = nn.remat(cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
-  if cfg.scan_layers:
-    scanned = nn.scan(cls, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
-                      in_axes=nn.broadcast, length=cfg.n_layers,
-                      metadata_params={nn.PARTITION_NAME: "layers"})(cfg, decode, name=name, **kw)
-    return lambda x, *args: scanned(x, *args)[0]
-  blocks = [cls(cfg, decode, name=f"{name}_{i}", **kw) for i in range(cfg.n_layers)]
+  if scan and any(f is not layers[0] for f in layers):
+    raise ValueError("stack(scan=True) repeats one layer: pass [f] * n")
+
+  def cls(f):
+    if remat == "none":
+      return f.func
+    return nn.remat(f.func, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
+  if scan:
+    f = layers[0]
+    body = nn.scan(cls(f), variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+                   split_rngs={"params": True}, in_axes=nn.broadcast, length=len(layers),
+                   metadata_params={nn.PARTITION_NAME: "layers"})(*f.args, name=name, **f.keywords)
+    return lambda x, *args: body(x, *args)[0]
+  names = names or [f"{name}_{i}" for i in range(len(layers))]
+  mods = [cls(f)(*f.args, name=n, **f.keywords) for f, n in zip(layers, names)]
 
   def run(x, *args):
-    for b in blocks:
-      x = b(x, *args)[0]
+    for m in mods:
+      x = m(x, *args)[0]
     return x
   return run

@@ -122,7 +122,8 @@ class DeltaNetMixer(nn.Module):
     return jax.nn.silu(causal_conv(win_BSHD, w_KHD, T, seg_BT)).astype(x_BTHD.dtype)
 
   @nn.compact
-  def __call__(self, x_BTD, segment_ids_BT=None):
+  def __call__(self, x_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
+    del positions_BT, logit_scale   # order comes from the recurrence; no softmax to scale
     H, K = self.n_heads, self.d_head
     ready = self.has_variable("cache", "state")   # False while init() creates the cache
     names = ("embed", "heads", "kv")

@@ -113,6 +113,12 @@ class DtProj(nn.Module):
     return (x_BTR.astype(self.dtype) @ w.astype(self.dtype)).astype(jnp.float32) + b
 
 
+def no_packing(segment_ids_BT):
+  if segment_ids_BT is not None:
+    raise ValueError("the SSM scans have no state reset: packed sequences (segment ids) would "
+                     "carry state across document boundaries")
+
+
 class _Recurrent(nn.Module):
   """Shared decode plumbing: the SSM-state cache variable of a mixer."""
 
@@ -123,10 +129,10 @@ class _Recurrent(nn.Module):
 
 
 class Mamba(_Recurrent):
+  dt_rank: int                  # R (the reference's default: ceil(D / 16))
   d_state: int = 16
   d_conv: int = 4
   expand: int = 2
-  dt_rank: int = 0              # 0 = ceil(D / 16)
   dt_min: float = 0.001
   dt_max: float = 0.1
   chunk: int = 64
@@ -139,10 +145,10 @@ class Mamba(_Recurrent):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, u_BTD):
+  def __call__(self, u_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
+    no_packing(segment_ids_BT)
     Bsz, T, D = u_BTD.shape
-    E, N = self.expand * D, self.d_state
-    R = self.dt_rank or math.ceil(D / 16)
+    E, N, R = self.expand * D, self.d_state, self.dt_rank
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     xz_BT2E = Dense((2, E), ("embed", None, "mlp"), use_bias=self.use_bias,
                     init_std=self.init_std, name="in_proj", **kw)(u_BTD)
@@ -210,7 +216,8 @@ class Mamba2(_Recurrent):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, u_BTD):
+  def __call__(self, u_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
+    no_packing(segment_ids_BT)
     Bsz, T, D = u_BTD.shape
     P, G, N = self.head_dim, self.groups, self.d_state
     E = self.expand * D

@@ -8,19 +8,21 @@ from __future__ import annotations
 import difflib
 import importlib
 
-# name -> "module:Class"; imported lazily so one model's dependencies never break another.
-# A model module may also define
+# name -> "module:Class": one folder per family (model.py; see modelzoo/common.py for the config ->
+# layers translations families share), imported lazily so one model's dependencies never break
+# another. The model module defines
 #   check_config(model_cfg)                      raise ConfigError for impossible settings (pre-compile)
-#   flops_per_token(model_cfg, n_params, seq_len) model FLOPs of one training token (default: decoder's)
+#   flops_per_token(model_cfg, n_params, seq_len) model FLOPs of one training token
 #   kernel_flops_per_token(model_cfg, seq_len)   the part of those inside the kernels (attention,
 #                                                scans): invisible to XLA in a Pallas custom call
+# and may define
 #   layer_unit(model_cfg)                        layers in the unit the stack repeats (default 1)
 REGISTRY = {
-    "decoder": "modelzoo.decoder:DecoderLM",          # GPT-2 / Llama style; sigmoid attention
-    "dual_stream": "modelzoo.dual_stream:DualStreamLM",
-    "deltanet": "modelzoo.deltanet:DeltaNetLM",
-    "mamba": "modelzoo.mamba:MambaLM",
-    "mamba2": "modelzoo.mamba2:Mamba2LM",            # Mamba-2 and layer-pattern hybrids
+    "decoder": "modelzoo.decoder.model:DecoderLM",    # GPT-2 / Llama style; sigmoid attention
+    "dual_stream": "modelzoo.dual_stream.model:DualStreamLM",
+    "deltanet": "modelzoo.deltanet.model:DeltaNetLM",
+    "mamba": "modelzoo.mamba.model:MambaLM",
+    "mamba2": "modelzoo.mamba2.model:Mamba2LM",      # Mamba-2 and layer-pattern hybrids
 }
 
 
@@ -37,9 +39,7 @@ def _module(model_cfg):
 
 def check(model_cfg) -> None:
   """Model-specific validation; raises ConfigError naming the offending key."""
-  mod, _ = _module(model_cfg)
-  if hasattr(mod, "check_config"):
-    mod.check_config(model_cfg)
+  _module(model_cfg)[0].check_config(model_cfg)
 
 
 def build(model_cfg, decode: bool = False):
@@ -48,19 +48,11 @@ def build(model_cfg, decode: bool = False):
 
 
 def flops_per_token(model_cfg, n_params: int, seq_len: int) -> float:
-  mod, _ = _module(model_cfg)
-  if hasattr(mod, "flops_per_token"):
-    return mod.flops_per_token(model_cfg, n_params, seq_len)
-  from modelzoo.flops import decoder_flops_per_token
-  return decoder_flops_per_token(model_cfg, n_params, seq_len)
+  return _module(model_cfg)[0].flops_per_token(model_cfg, n_params, seq_len)
 
 
 def kernel_flops_per_token(model_cfg, seq_len: int) -> float:
-  mod, _ = _module(model_cfg)
-  if hasattr(mod, "kernel_flops_per_token"):
-    return mod.kernel_flops_per_token(model_cfg, seq_len)
-  from modelzoo.flops import decoder_kernel_flops_per_token
-  return decoder_kernel_flops_per_token(model_cfg, seq_len)
+  return _module(model_cfg)[0].kernel_flops_per_token(model_cfg, seq_len)
 
 
 def layer_unit(model_cfg) -> int:

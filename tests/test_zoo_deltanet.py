@@ -12,7 +12,7 @@ import pytest
 import entry
 import modelzoo
 from configs import base
-from modelzoo import deltanet
+from modelzoo.deltanet import model as deltanet
 from interop.generate import generate
 
 # fla-hub/delta_net-1.3B-100B, the paper's released 1.3B model: its config.json (d 2048, 24 layers,

@@ -16,7 +16,7 @@ import modelzoo
 from configs import base
 from layers import sharding
 from layers.head_mix import HeadMix
-from modelzoo.dual_stream import check_config, interpret
+from modelzoo.dual_stream.model import check_config, interpret
 from interop.generate import generate
 
 

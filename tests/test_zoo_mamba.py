@@ -17,7 +17,7 @@ import entry
 import modelzoo
 from configs.base import ConfigError, ModelConfig, load, validate
 from interop.generate import generate
-from modelzoo.mamba2 import layer_pattern, unit_of
+from modelzoo.mamba2.model import layer_pattern, unit_of
 
 
 def mamba_params(c) -> int:

@@ -14,8 +14,9 @@ import pytest
 import entry
 import modelzoo
 from configs import base
-from layers.block import Block, attention_for
 from layers.embed import rope
+from modelzoo.common import attention
+from modelzoo.decoder.model import block
 from interop.generate import generate
 
 # AXLearn gala-sigmoid-1B-2k (Apple's config for the paper's 1B LM): 24 x (fused QKV 3 d^2 + O d^2 +
@@ -125,7 +126,7 @@ def test_packed_sequences_equal_separate_sequences(params, apply):
 def test_attention_equals_direct_formula():
   """QK-norm before RoPE, GQA, bias -log(max_len), causal mask, no row normalisation."""
   cfg = replace(TINY, norm="layernorm", norm_bias=True)      # QK-norm with a learned bias too
-  attn = attention_for(cfg, decode=False)
+  attn = attention(cfg, decode=False)()
   x = jax.random.normal(jax.random.PRNGKey(3), (2, T, cfg.d_model))
   pos = jnp.broadcast_to(jnp.arange(T), (2, T))
   v = nn.unbox(jax.jit(attn.init)(jax.random.PRNGKey(0), x, pos))
@@ -154,8 +155,8 @@ def test_layer_scale_and_hybrid_norm_bound_the_residual_update():
   x = jax.random.normal(jax.random.PRNGKey(3), (2, T, TINY.d_model))
   pos = jnp.broadcast_to(jnp.arange(T), (2, T))
 
-  def block(cfg):
-    blk = Block(cfg)
+  def make(cfg):
+    blk = block(cfg)()
     v = nn.unbox(jax.jit(blk.init)(jax.random.PRNGKey(0), x, pos, None, 1.0))
     apply = jax.jit(blk.apply)
 
@@ -167,15 +168,15 @@ def test_layer_scale_and_hybrid_norm_bound_the_residual_update():
       d = apply(jax.tree_util.tree_map_with_path(edit, v), x, pos, None, 1.0)[0] - x
       return float(jnp.sqrt(jnp.mean(d * d)))
     return v["params"], update_rms
-  p, hybrid = block(TINY)                       # hybrid-norm + LayerScale
+  p, hybrid = make(TINY)                       # hybrid-norm + LayerScale
   np.testing.assert_array_equal(p["ls1"]["scale"], np.full(TINY.d_model, TINY.layer_scale))
   assert hybrid(gamma=1e-4, weight_scale=30.0) < 1e-3
   assert 0.3 < hybrid(gamma=1.0) <= 2.001
   assert 0.3 < hybrid(gamma=1.0, weight_scale=30.0) <= 2.001
-  _, plain = block(replace(TINY, layer_scale=0.0, hybrid_norm=False))
+  _, plain = make(replace(TINY, layer_scale=0.0, hybrid_norm=False))
   assert plain(weight_scale=30.0) > 100 * plain()
-  with pytest.raises(base.ConfigError, match="norm_placement"):
-    Block(replace(TINY, norm_placement="post")).init(jax.random.PRNGKey(0), x, pos, None, 1.0)
+  with pytest.raises(base.ConfigError, match="norm_placement"):   # before anything traces
+    modelzoo.check(replace(TINY, norm_placement="post"))
 
 
 @pytest.fixture(scope="module")

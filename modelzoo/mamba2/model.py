@@ -22,20 +22,21 @@ axis); any other pattern, or scan_layers=false, is unrolled as layers_0 .. layer
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 
 from configs.base import ConfigError
-from layers.block import REMAT_POLICIES, attention_for, dtypes, norm_for, out_std
-from layers.mlp import MLP
-from layers.sharding import constrain
+from layers.block import Residual, Unit, stack
 from layers.ssm import Mamba2
-from modelzoo.mamba import check_ssm, language_model, ssm_kw
+from modelzoo import common
+from modelzoo.mamba.model import check_ssm, refuse_packing, ssm_kw
 
 SYMBOLS = {"M": "mamba", "*": "attn", "-": "mlp"}
 
 
-def layer_pattern(cfg) -> str:
-  return cfg.layer_pattern or "M" * cfg.n_layers
+def layer_pattern(m) -> str:
+  return m.layer_pattern or "M" * m.n_layers
 
 
 def unit_of(pattern: str) -> str:
@@ -45,67 +46,37 @@ def unit_of(pattern: str) -> str:
               pattern[:p] * (L // p) == pattern)
 
 
-class HybridLayer(nn.Module):
-  cfg: object
-  decode: bool = False
-  kind: str = "M"
-
-  @nn.compact
-  def __call__(self, x_BTD, positions_BT, segment_ids_BT, logit_scale):
-    cfg = self.cfg
-    h_BTD = norm_for(cfg, "norm")(x_BTD)
-    if self.kind == "M":
-      h_BTD = Mamba2(head_dim=cfg.ssm_head_dim, groups=cfg.ssm_groups, norm_eps=cfg.norm_eps,
-                     name="mixer", **ssm_kw(cfg, self.decode))(h_BTD)
-    elif self.kind == "*":
-      h_BTD = attention_for(cfg, self.decode)(h_BTD, positions_BT, segment_ids_BT, logit_scale)
-    else:
-      h_BTD = MLP(cfg.d_ff, kind=cfg.mlp, gelu_exact=cfg.gelu_exact, use_bias=cfg.use_bias,
-                  init_std=cfg.init_std, out_std=out_std(cfg), name="mlp", **dtypes(cfg))(h_BTD)
-    return constrain(x_BTD + h_BTD, ("batch", "length", "act_embed")), None
-
-
-class Unit(nn.Module):
-  """One repeat of the pattern's unit: its layers in order (the body that nn.scan repeats)."""
-  cfg: object
-  decode: bool = False
-  unit: str = "M"
-
-  @nn.compact
-  def __call__(self, x_BTD, *args):
-    for j, kind in enumerate(self.unit):
-      x_BTD = HybridLayer(self.cfg, self.decode, kind, name=f"{SYMBOLS[kind]}_{j}")(x_BTD, *args)[0]
-    return x_BTD, None
+def layer(m, kind: str, decode: bool):
+  """x + f(RMSNorm(x)), f the Mamba-2 mixer (M), attention (*) or an MLP (-)."""
+  if kind == "M":
+    f = functools.partial(Mamba2, head_dim=m.ssm_head_dim, groups=m.ssm_groups,
+                          norm_eps=m.norm_eps, **ssm_kw(m, decode))
+  else:
+    f = common.attention(m, decode) if kind == "*" else common.mlp(m)
+  return functools.partial(Residual, f=f, norm=common.norm(m), mixes_tokens=kind != "-",
+                           f_name={"M": "mixer", "*": "attn", "-": "mlp"}[kind])
 
 
 class Mamba2LM(nn.Module):
-  cfg: object                   # configs.base.ModelConfig
+  cfg: object                   # the model config
   decode: bool = False
 
   @nn.compact
   def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
-    cfg = self.cfg
-    pattern = layer_pattern(cfg)
+    m = self.cfg
+    refuse_packing(m, segment_ids_BT)
+    pattern = layer_pattern(m)
     unit = unit_of(pattern)
-
-    def body(x_BTD, pos_BT):
-      args = (pos_BT, None, logit_scale)
-      if cfg.scan_layers and len(unit) < len(pattern):
-        cls = Unit
-        if cfg.remat != "none":
-          cls = nn.remat(cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
-        scanned = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
-                          split_rngs={"params": True}, in_axes=nn.broadcast,
-                          length=len(pattern) // len(unit),
-                          metadata_params={nn.PARTITION_NAME: "layers"})
-        return scanned(cfg, self.decode, unit, name="layers")(x_BTD, *args)[0]
-      cls = HybridLayer if cfg.remat == "none" else nn.remat(
-          HybridLayer, policy=REMAT_POLICIES[cfg.remat])
-      for i, kind in enumerate(pattern):
-        x_BTD = cls(cfg, self.decode, kind, name=f"layers_{i}")(x_BTD, *args)[0]
-      return x_BTD
-
-    return language_model(cfg, tokens_BT, positions_BT, segment_ids_BT, body)
+    repeats = len(pattern) // len(unit)
+    if m.scan_layers and repeats > 1:   # the unit's layers, scanned over its repeats
+      layers = [functools.partial(Unit, layers=tuple(layer(m, k, self.decode) for k in unit),
+                                  names=tuple(f"{SYMBOLS[k]}_{j}" for j, k in enumerate(unit)))]
+      layers *= repeats
+    else:
+      layers = [layer(m, k, self.decode) for k in pattern]
+    body = stack(layers, scan=m.scan_layers and repeats > 1, remat=m.remat)
+    return common.language_model(m, tokens_BT, positions_BT,
+                                 lambda x, pos: body(x, pos, None, logit_scale))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,8 +107,7 @@ def flops_per_token(c, n_params: int, seq_len: int) -> float:
   """6N (N without the untied input table) + attention 12·H·d_head·T per attention layer
   (decoder convention) + the SSD scan per Mamba-2 layer, forward per token with chunk L:
   C·Bᵀ 2·L·G·N, (C·Bᵀ∘decay)·X 2·L·E, chunk states and their readout 4·E·N; times 3 for training."""
-  n = n_params - (0 if c.tie_embeddings else c.vocab_size * c.d_model)
-  return 6.0 * n + kernel_flops_per_token(c, seq_len)
+  return common.flops_per_token(c, n_params, kernel_flops_per_token(c, seq_len))
 
 
 def kernel_flops_per_token(c, seq_len: int) -> float:
@@ -145,8 +115,8 @@ def kernel_flops_per_token(c, seq_len: int) -> float:
   pattern = layer_pattern(c)
   E, L, N = c.expand * c.d_model, c.ssm_chunk, c.d_state
   ssd = 3 * (2 * L * c.ssm_groups * N + 2 * L * E + 4 * E * N)
-  d_head = c.d_head or c.d_model // c.n_heads
-  return pattern.count("M") * ssd + 12.0 * pattern.count("*") * c.n_heads * d_head * seq_len
+  return (pattern.count("M") * ssd
+          + 12.0 * pattern.count("*") * c.n_heads * common.d_head(c) * seq_len)
 
 
 def layer_unit(c) -> int:

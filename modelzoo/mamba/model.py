@@ -13,66 +13,48 @@ Packed sequences (segment ids) are not supported: the scan kernels have no state
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from configs.base import ConfigError
-from layers.block import dtypes, norm_for, out_std, stack
-from layers.dense import Dense
-from layers.embed import Embed
-from layers.sharding import constrain
+from layers.block import Residual, stack
 from layers.ssm import Mamba
+from modelzoo import common
 
 
-def ssm_kw(cfg, decode: bool) -> dict:
-  """Arguments shared by both mixers, from the config."""
-  return dict(d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, dt_min=cfg.dt_min,
-              dt_max=cfg.dt_max, chunk=cfg.ssm_chunk, impl=cfg.attn_impl, use_bias=cfg.use_bias,
-              init_std=cfg.init_std, out_std=out_std(cfg), decode=decode, **dtypes(cfg))
+def ssm_kw(m, decode: bool) -> dict:
+  """Arguments shared by both mixers (Mamba and Mamba-2), from the config."""
+  return dict(d_state=m.d_state, d_conv=m.d_conv, expand=m.expand, dt_min=m.dt_min,
+              dt_max=m.dt_max, chunk=m.ssm_chunk, impl=m.attn_impl, use_bias=m.use_bias,
+              init_std=m.init_std, out_std=common.out_std(m), decode=decode, **common.dtypes(m))
 
 
-def language_model(cfg, tokens_BT, positions_BT, segment_ids_BT, body):
-  """Embedding -> body(x, positions) -> final norm -> (tied) head. Called from a compact method,
-  so the modules made here belong to the calling model."""
+def refuse_packing(m, segment_ids_BT) -> None:
   if segment_ids_BT is not None:
-    raise ConfigError(f"model.name={cfg.name}: packed sequences (data.pack=true) are not "
+    raise ConfigError(f"model.name={m.name}: packed sequences (data.pack=true) are not "
                       "supported; the SSM scans carry state across document boundaries")
-  if positions_BT is None:
-    positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
-  embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, name="embed", **dtypes(cfg))
-  x_BTD = constrain(embed(tokens_BT), ("batch", "length", "act_embed"))
-  x_BTD = norm_for(cfg, "norm_f")(body(x_BTD, positions_BT))
-  if cfg.tie_embeddings:
-    logits_BTV = embed.attend(x_BTD)
-  else:
-    logits_BTV = Dense((cfg.vocab_size,), ("embed", "vocab"), use_bias=False,
-                       init_std=cfg.init_std, name="head", **dtypes(cfg))(x_BTD)
-  return constrain(logits_BTV, ("batch", "length", "act_vocab"))
 
 
-class MambaBlock(nn.Module):
-  cfg: object
-  decode: bool = False
-
-  @nn.compact
-  def __call__(self, x_BTD, positions_BT, segment_ids_BT, logit_scale):
-    cfg = self.cfg
-    h_BTD = Mamba(dt_rank=cfg.dt_rank, name="mixer", **ssm_kw(cfg, self.decode))(
-        norm_for(cfg, "norm")(x_BTD))
-    return constrain(x_BTD + h_BTD, ("batch", "length", "act_embed")), None
+def layer(m, decode: bool):
+  """x + Mamba(RMSNorm(x)): the whole block."""
+  mixer = functools.partial(Mamba, dt_rank=m.dt_rank or math.ceil(m.d_model / 16),
+                            **ssm_kw(m, decode))
+  return functools.partial(Residual, f=mixer, norm=common.norm(m))
 
 
 class MambaLM(nn.Module):
-  cfg: object                   # configs.base.ModelConfig
+  cfg: object                   # the model config
   decode: bool = False
 
   @nn.compact
   def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
-    layers = stack(MambaBlock, self.cfg, self.decode)
-    return language_model(self.cfg, tokens_BT, positions_BT, segment_ids_BT,
-                          lambda x, pos: layers(x, pos, None, logit_scale))
+    m = self.cfg
+    refuse_packing(m, segment_ids_BT)
+    layers = stack([layer(m, self.decode)] * m.n_layers, scan=m.scan_layers, remat=m.remat)
+    return common.language_model(m, tokens_BT, positions_BT,
+                                 lambda x, pos: layers(x, pos, None, logit_scale))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,8 +87,7 @@ def flops_per_token(c, n_params: int, seq_len: int) -> float:
   """6N (N without the untied input table, a lookup) + the scan: per layer and token the
   recurrence does ~3 multiply-adds per state element (decay, input, readout), 6·E·N FLOPs
   forward, times 3 for forward + backward."""
-  n = n_params - (0 if c.tie_embeddings else c.vocab_size * c.d_model)
-  return 6.0 * n + kernel_flops_per_token(c, seq_len)
+  return common.flops_per_token(c, n_params, kernel_flops_per_token(c, seq_len))
 
 
 def kernel_flops_per_token(c, seq_len: int) -> float:

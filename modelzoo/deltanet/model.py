@@ -14,16 +14,14 @@ layers and the conv inputs + delta state of the DeltaNet layers in the "cache" c
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
-import jax.numpy as jnp
 
 from configs.base import ConfigError
-from layers.block import REMAT_POLICIES, attention_for, dtypes, norm_for, out_std
+from layers.block import Block, Unit, stack
 from layers.deltanet import DeltaNetMixer
-from layers.dense import Dense
-from layers.embed import Embed
-from layers.mlp import MLP
-from layers.sharding import constrain
+from modelzoo import common
 
 HYBRIDS = ("none", "swa", "global")
 
@@ -49,10 +47,6 @@ def runs(kinds: str) -> list[tuple[str, int]]:
     else:
       out.append((k, 1))
   return out
-
-
-def d_head(cfg) -> int:
-  return cfg.d_head or cfg.d_model // cfg.n_heads
 
 
 def check_config(m) -> None:
@@ -83,13 +77,12 @@ def flops_per_token(m, n_params: int, seq_len: int) -> float:
   head, chunk C, state K x V: intra-chunk KK^T, QK^T, the WY products and P V_new cost
   2C(3K + 2V) per token; W S, Q S and the state update K^T V_new cost 6KV.
   """
-  n = n_params - (0 if m.tie_embeddings else m.vocab_size * m.d_model)
-  return 6.0 * n + kernel_flops_per_token(m, seq_len)
+  return common.flops_per_token(m, n_params, kernel_flops_per_token(m, seq_len))
 
 
 def kernel_flops_per_token(m, seq_len: int) -> float:
   """The mixers' terms above: the work inside the delta-rule and attention kernels."""
-  H, K, T, C = m.n_heads, d_head(m), seq_len, m.dn_chunk
+  H, K, T, C = m.n_heads, common.d_head(m), seq_len, m.dn_chunk
   per = {"D": 3.0 * H * (2 * C * 5 * K + 6 * K * K), "A": 12.0 * H * K * T,
          "S": 12.0 * H * K * min(m.dn_window, T)}
   return sum(per[k] for k in layout(m))
@@ -101,84 +94,37 @@ def layer_unit(m) -> int:
   return len(unit_runs[0][0]) if len(unit_runs) == 1 else m.n_layers
 
 
-class DeltaNetBlock(nn.Module):
-  cfg: object
-  decode: bool = False
-  kind: str = "D"
-
-  @nn.compact
-  def __call__(self, x_BTD, positions_BT, segment_ids_BT, logit_scale):
-    cfg = self.cfg
-    h_BTD = norm_for(cfg, "norm1")(x_BTD)
-    if self.kind == "D":
-      h_BTD = DeltaNetMixer(
-          cfg.n_heads, d_head(cfg), d_conv=cfg.dn_conv, gate=cfg.dn_gate, decay=cfg.dn_decay,
-          chunk_size=cfg.dn_chunk, norm_eps=cfg.norm_eps, use_bias=cfg.use_bias,
-          impl=cfg.attn_impl, init_std=cfg.init_std, out_std=out_std(cfg), decode=self.decode,
-          name="mixer", **dtypes(cfg))(h_BTD, segment_ids_BT)
-    else:
-      window = cfg.dn_window if self.kind == "S" else None
-      h_BTD = attention_for(cfg, self.decode, window=window)(h_BTD, positions_BT, segment_ids_BT,
-                                                             logit_scale)
-    x_BTD = x_BTD + h_BTD
-    mlp = MLP(cfg.d_ff, kind=cfg.mlp, gelu_exact=cfg.gelu_exact, use_bias=cfg.use_bias,
-              init_std=cfg.init_std, out_std=out_std(cfg), name="mlp", **dtypes(cfg))
-    x_BTD = x_BTD + mlp(norm_for(cfg, "norm2")(x_BTD))
-    return constrain(x_BTD, ("batch", "length", "act_embed")), None
-
-
-class Unit(nn.Module):
-  """A short repeating pattern of layers (e.g. "DS"), the body of one scan."""
-  cfg: object
-  decode: bool = False
-  kinds: str = "D"
-
-  @nn.compact
-  def __call__(self, x_BTD, *args):
-    for i, kind in enumerate(self.kinds):
-      x_BTD = DeltaNetBlock(self.cfg, self.decode, kind, name=f"block{i}")(x_BTD, *args)[0]
-    return x_BTD, None
-
-
-def run(cfg, decode: bool, unit: str, repeats: int, name: str):
-  cls, kw = (DeltaNetBlock, {"kind": unit}) if len(unit) == 1 else (Unit, {"kinds": unit})
-  if cfg.remat != "none":
-    cls = nn.remat(cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
-  if cfg.scan_layers and repeats > 1:
-    scanned = nn.scan(cls, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
-                      in_axes=nn.broadcast, length=repeats,
-                      metadata_params={nn.PARTITION_NAME: "layers"})(cfg, decode, name=name, **kw)
-    return lambda x, *args: scanned(x, *args)[0]
-  blocks = [cls(cfg, decode, name=f"{name}_{i}" if repeats > 1 else name, **kw)
-            for i in range(repeats)]
-
-  def apply(x, *args):
-    for b in blocks:
-      x = b(x, *args)[0]
-    return x
-  return apply
+def layer(m, kind: str, decode: bool):
+  """A pre-norm block whose mixer is the DeltaNet mixer (D) or attention (S windowed, A global)."""
+  if kind == "D":
+    mixer = functools.partial(
+        DeltaNetMixer, m.n_heads, common.d_head(m), d_conv=m.dn_conv, gate=m.dn_gate,
+        decay=m.dn_decay, chunk_size=m.dn_chunk, norm_eps=m.norm_eps, use_bias=m.use_bias,
+        impl=m.attn_impl, init_std=m.init_std, out_std=common.out_std(m), decode=decode,
+        **common.dtypes(m))
+  else:
+    mixer = common.attention(m, decode, window=m.dn_window if kind == "S" else None)
+  return functools.partial(Block, mixer=mixer, mlp=common.mlp(m), norm=common.norm(m),
+                           mixer_name="mixer" if kind == "D" else "attn")
 
 
 class DeltaNetLM(nn.Module):
-  cfg: object                   # configs.base.ModelConfig
+  cfg: object                   # the model config
   decode: bool = False
 
   @nn.compact
   def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
-    cfg = self.cfg
-    if positions_BT is None:
-      positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
-    embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, name="embed", **dtypes(cfg))
-    x_BTD = constrain(embed(tokens_BT), ("batch", "length", "act_embed"))
-    groups = runs(layout(cfg))
-    for i, (unit, repeats) in enumerate(groups):
-      name = "layers" if len(groups) == 1 else f"layers{i}"
-      x_BTD = run(cfg, self.decode, unit, repeats, name)(x_BTD, positions_BT, segment_ids_BT,
-                                                         logit_scale)
-    x_BTD = norm_for(cfg, "norm_f")(x_BTD)
-    if cfg.tie_embeddings:
-      logits_BTV = embed.attend(x_BTD)
-    else:
-      logits_BTV = Dense((cfg.vocab_size,), ("embed", "vocab"), use_bias=False,
-                         init_std=cfg.init_std, name="head", **dtypes(cfg))(x_BTD)
-    return constrain(logits_BTV, ("batch", "length", "act_vocab"))
+    m = self.cfg
+    groups = runs(layout(m))
+
+    def body(x_BTD, pos_BT):
+      for i, (unit, repeats) in enumerate(groups):
+        name = "layers" if len(groups) == 1 else f"layers{i}"
+        f = layer(m, unit, self.decode) if len(unit) == 1 else functools.partial(
+            Unit, layers=tuple(layer(m, k, self.decode) for k in unit),
+            names=tuple(f"block{j}" for j in range(len(unit))))
+        x_BTD = stack([f] * repeats, scan=m.scan_layers and repeats > 1, remat=m.remat,
+                      name=name, names=None if repeats > 1 else [name])(
+                          x_BTD, pos_BT, segment_ids_BT, logit_scale)
+      return x_BTD
+    return common.language_model(m, tokens_BT, positions_BT, body)

@@ -19,35 +19,24 @@ turns these into per-layer logit-lens readouts of each stream.
 from __future__ import annotations
 
 import functools
-import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-import kernels
 from configs.base import ConfigError
-from layers.block import REMAT_POLICIES, dtypes, norm_for, out_std
+from layers.attention import attend, attend_explicit, cached_attention
+from layers.block import stack
 from layers.dense import Dense
 from layers.embed import Embed, rope
 from layers.head_mix import KINDS, HeadMix, n_macs
-from layers import sharding
 from layers.sharding import constrain
+from modelzoo import common
 
 
 def _dims(cfg):
   H = cfg.n_heads
   return H, cfg.d_model // H, cfg.d_ff // H        # heads, d_head, FFN units per head
-
-
-def attend_explicit(q_BTHD, k_BSHD, v_BSHD, visible_BTS, logit_scale):
-  """Materialised softmax attention; returns (o_BTHD, probs_BHTS). Used by decode and the hooks."""
-  D = q_BTHD.shape[-1]
-  s_BHTS = jnp.einsum("bthd,bshd->bhts", q_BTHD.astype(jnp.float32), k_BSHD.astype(jnp.float32))
-  s_BHTS = s_BHTS * (logit_scale / math.sqrt(D))
-  p_BHTS = jax.nn.softmax(jnp.where(visible_BTS[:, None], s_BHTS, -jnp.inf), axis=-1)
-  o_BTHD = jnp.einsum("bhts,bshd->bthd", p_BHTS, v_BSHD.astype(jnp.float32))
-  return o_BTHD.astype(q_BTHD.dtype), p_BHTS
 
 
 class DualStreamAttention(nn.Module):
@@ -59,7 +48,7 @@ class DualStreamAttention(nn.Module):
     cfg = self.cfg
     H, Dh, _ = _dims(cfg)
     B, T, D = u_BTD.shape
-    kw = dict(init_std=cfg.init_std, **dtypes(cfg))
+    kw = dict(init_std=cfg.init_std, **common.dtypes(cfg))
     qk = lambda name: Dense((H, Dh), ("embed", "heads", "kv"), use_bias=False, name=name, **kw)(u_BTD)
     q_BTHD, k_BTHD = qk("query"), qk("key")
     # V: head-mixed channels of the token stream (never x_e).
@@ -70,7 +59,7 @@ class DualStreamAttention(nn.Module):
       k_BTHD = rope(k_BTHD, positions_BT, cfg.rope_theta)
     q_BTHD = constrain(q_BTHD, ("batch", "length", "act_heads", None))
     if self.decode:
-      o_BTHD = self._decode(q_BTHD, k_BTHD, v_BTHD, positions_BT, logit_scale)
+      o_BTHD = cached_attention(self, q_BTHD, k_BTHD, v_BTHD, positions_BT, logit_scale)
     elif self.is_mutable_collection("intermediates"):   # hooks on: materialise and keep the maps
       visible_BTS = jnp.tril(jnp.ones((T, T), bool))[None]
       if segment_ids_BT is not None:
@@ -78,30 +67,12 @@ class DualStreamAttention(nn.Module):
       o_BTHD, p_BHTS = attend_explicit(q_BTHD, k_BTHD, v_BTHD, visible_BTS, logit_scale)
       self.sow("intermediates", "probs", p_BHTS)
     else:
-      attend = lambda q, k, v, seg, a: kernels.attention(q, k, v, causal=True, segment_ids=seg,
-                                                         logit_scale=a, impl=cfg.attn_impl)
-      BTHD = ("batch", "length", "act_heads", None)   # per shard of the mesh: heads, batch split
-      o_BTHD = sharding.shard_map_kernel(attend, (BTHD,) * 3 + (("batch", "length"), ()), BTHD)(
-          q_BTHD, k_BTHD, v_BTHD, segment_ids_BT, logit_scale)
+      o_BTHD = attend(q_BTHD, k_BTHD, v_BTHD, segment_ids_BT, logit_scale, impl=cfg.attn_impl)
     o_BTHD = constrain(o_BTHD, ("batch", "length", "act_heads", None))
-    o_init = cfg.init_std if cfg.mix_o == "kronecker" else out_std(cfg)   # M_O = I + noise
+    o_init = cfg.init_std if cfg.mix_o == "kronecker" else common.out_std(cfg)   # M_O = I + noise
     y_BTHD = HeadMix(cfg.mix_o, Dh, ("heads", "kv", None, "embed"), init_std=o_init,
-                     kron_init=cfg.kron_init, name="out", **dtypes(cfg))(o_BTHD)
+                     kron_init=cfg.kron_init, name="out", **common.dtypes(cfg))(o_BTHD)
     return y_BTHD.reshape(B, T, D)
-
-  def _decode(self, q_BTHD, k_BTHD, v_BTHD, positions_BT, logit_scale):
-    """KV cache: write k, v at the cache index, attend to every filled slot at or before each query."""
-    ready = self.has_variable("cache", "cached_key")
-    ck = self.variable("cache", "cached_key", jnp.zeros, k_BTHD.shape, k_BTHD.dtype)
-    cv = self.variable("cache", "cached_value", jnp.zeros, v_BTHD.shape, v_BTHD.dtype)
-    idx = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
-    if not ready:  # initialisation: the given input fixes the cache length
-      return jnp.zeros_like(q_BTHD)
-    ck.value = jax.lax.dynamic_update_slice(ck.value, k_BTHD, (0, idx.value, 0, 0))
-    cv.value = jax.lax.dynamic_update_slice(cv.value, v_BTHD, (0, idx.value, 0, 0))
-    idx.value = idx.value + q_BTHD.shape[1]
-    visible_BTS = jnp.arange(ck.value.shape[1])[None, None, :] <= positions_BT[:, :, None]
-    return attend_explicit(q_BTHD, ck.value, cv.value, visible_BTS, logit_scale)[0]
 
 
 class DualStreamFFN(nn.Module):
@@ -115,10 +86,10 @@ class DualStreamFFN(nn.Module):
     # The hidden units are laid out (H, F/H) whatever the mixing, so dense and per-head FFNs share
     # one code path: a dense up map is just a full (H, Dh, H, F/H) kernel.
     h_BTHF = HeadMix(cfg.mix_up, Fh, (None, "embed", "mlp", None), init_std=cfg.init_std,
-                     name="up", **dtypes(cfg))(w_BTD.reshape(B, T, H, Dh))
+                     name="up", **common.dtypes(cfg))(w_BTD.reshape(B, T, H, Dh))
     h_BTHF = jax.nn.gelu(h_BTHF, approximate=not cfg.gelu_exact)
-    y_BTHD = HeadMix(cfg.mix_down, Dh, ("mlp", None, None, "embed"), init_std=out_std(cfg),
-                     name="down", **dtypes(cfg))(h_BTHF)
+    y_BTHD = HeadMix(cfg.mix_down, Dh, ("mlp", None, None, "embed"),
+                     init_std=common.out_std(cfg), name="down", **common.dtypes(cfg))(h_BTHF)
     return y_BTHD.reshape(B, T, D)
 
 
@@ -130,39 +101,20 @@ class DualStreamBlock(nn.Module):
   def __call__(self, carry, positions_BT, segment_ids_BT, logit_scale):
     cfg = self.cfg
     xt_BTD, xe_BTD = carry
-    groups = cfg.n_heads if cfg.cln else 1
-    u_BTD = norm_for(cfg, "cln1", groups)(xt_BTD + xe_BTD)
-    xv_BTD = norm_for(cfg, "cln_v", groups)(xt_BTD) if cfg.v_norm else xt_BTD
+    cln = common.norm(cfg, groups=cfg.n_heads if cfg.cln else 1)
+    u_BTD = cln(name="cln1")(xt_BTD + xe_BTD)
+    xv_BTD = cln(name="cln_v")(xt_BTD) if cfg.v_norm else xt_BTD
     y_BTD = DualStreamAttention(cfg, self.decode, name="attn")(u_BTD, xv_BTD, positions_BT,
                                                                segment_ids_BT, logit_scale)
     if cfg.frozen_tokens:
       xe_BTD = xe_BTD + y_BTD
     else:
       xt_BTD = xt_BTD + y_BTD
-    xe_BTD = xe_BTD + DualStreamFFN(cfg, name="ffn")(norm_for(cfg, "cln2", groups)(xt_BTD + xe_BTD))
+    xe_BTD = xe_BTD + DualStreamFFN(cfg, name="ffn")(cln(name="cln2")(xt_BTD + xe_BTD))
     self.sow("intermediates", "x_t", xt_BTD)
     self.sow("intermediates", "x_e", xe_BTD)
     names = ("batch", "length", "act_embed")
     return (constrain(xt_BTD, names), constrain(xe_BTD, names)), None
-
-
-def stack(cfg, decode: bool, name: str = "layers"):
-  """Like layers.block.stack, but the carry is (x_t, x_e) and sown intermediates scan over layers."""
-  cls = DualStreamBlock
-  if cfg.remat != "none":
-    cls = nn.remat(cls, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
-  if cfg.scan_layers:
-    scanned = nn.scan(cls, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
-                      split_rngs={"params": True}, in_axes=nn.broadcast, length=cfg.n_layers,
-                      metadata_params={nn.PARTITION_NAME: "layers"})(cfg, decode, name=name)
-    return lambda x, *args: scanned(x, *args)[0]
-  blocks = [cls(cfg, decode, name=f"{name}_{i}") for i in range(cfg.n_layers)]
-
-  def run(x, *args):
-    for b in blocks:
-      x = b(x, *args)[0]
-    return x
-  return run
 
 
 class DualStreamLM(nn.Module):
@@ -171,12 +123,15 @@ class DualStreamLM(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, name="embed", **dtypes(cfg))
-    self.layers = stack(cfg, self.decode)
-    self.norm_f = norm_for(cfg, "norm_f")        # a plain LN over all of D before the read-out
+    self.embed = Embed(cfg.vocab_size, cfg.d_model, cfg.init_std, name="embed",
+                       **common.dtypes(cfg))
+    # the carry is (x_t, x_e); sown intermediates are stacked over layers like the parameters
+    self.layers = stack([functools.partial(DualStreamBlock, cfg, self.decode)] * cfg.n_layers,
+                        scan=cfg.scan_layers, remat=cfg.remat)
+    self.norm_f = common.norm(cfg)(name="norm_f")   # a plain LN over all of D before the read-out
     if not cfg.tie_embeddings:
       self.head = Dense((cfg.vocab_size,), ("embed", "vocab"), use_bias=False,
-                        init_std=cfg.init_std, name="head", **dtypes(cfg))
+                        init_std=cfg.init_std, name="head", **common.dtypes(cfg))
 
   def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
     if positions_BT is None:

@@ -1,0 +1,1 @@
+"""The decoder family: model.py (the flax model and its registry hooks)."""

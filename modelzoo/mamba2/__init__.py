@@ -1,0 +1,1 @@
+"""The mamba2 family: model.py (the flax model and its registry hooks)."""
