@@ -75,9 +75,9 @@ def flatten_shapes(tree) -> dict:
 def restore_params(workdir: Path, step: int | None = None, param_dtype: str | None = None,
                    mesh=None):
   """(cfg, step, params): only the parameters of a checkpoint (no optimizer state is read), placed
-  with the model's logical shardings on `mesh` (default: the run's own, workdir.restore_mesh), cast to
-  `param_dtype` as they are read (e.g. "bfloat16" for serving). The config's param_dtype is updated;
-  its mesh stays the run's."""
+  with the model's logical shardings on `mesh` (default: the run's own, workdir.restore_mesh), cast
+  to `param_dtype` as they are read (e.g. "bfloat16" for serving). The config's param_dtype is
+  updated; its mesh stays the run's."""
   workdir = Path(workdir)
   cfg = workdir_lib.read_config(workdir)
   if mesh is None:

@@ -4,8 +4,9 @@ impl      what runs
 --------  ----------------------------------------------------------------------
 "auto"    per platform inside ONE jitted program (`lax.platform_dependent`):
           Pallas TPU kernel on TPU, Pallas Triton kernel on CUDA GPUs, on CPU
-          the kernel's C++ FFI kernel where it has one (attention) and covers
-          the call, else the chunked/blockwise jnp path (XLA).
+          the kernel's C++ FFI kernel where it has one (attention), it covers
+          the call and it was loaded at start-up (training/platform_cpu.py),
+          else the chunked/blockwise jnp path (XLA).
 "xla"     the chunked/blockwise jnp path on every platform.
 "pallas"  the Pallas kernel of the platform the program is lowered for; on a
           platform with no Pallas kernel (CPU) this is an error, not a fallback

@@ -1,9 +1,9 @@
 """Model FLOPs per training token: the decoder's count, the default for models without their own.
 
-Convention (nanoGPT / PaLM appendix B): a training token costs 6·N (forward 2N, backward 4N, N = the
-non-embedding-lookup parameters that take part in matmuls) plus attention 12·L·H·d_head·T, counting
-the full T×T score and value matmuls, i.e. causal attention is NOT halved. Other models define
-`flops_per_token` / `kernel_flops_per_token` in their own module (modelzoo/__init__.py).
+Convention (nanoGPT / PaLM appendix B): a training token costs 6·N (forward 2N, backward 4N, N =
+the non-embedding-lookup parameters that take part in matmuls) plus attention 12·L·H·d_head·T,
+counting the full T×T score and value matmuls, i.e. causal attention is NOT halved. Other models
+define `flops_per_token` / `kernel_flops_per_token` in their own module (modelzoo/__init__.py).
 """
 from __future__ import annotations
 

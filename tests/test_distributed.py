@@ -128,8 +128,8 @@ def mesh_losses(config, overrides, sizes, devices=None, steps=3):
   make, rng, _, state_sh = step_lib.init_state(model, tx, cfg, mesh)
   b_sh = sharding.batch_sharding(mesh)
   with sharding.activate(mesh):
-    step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg), in_shardings=(state_sh, b_sh),
-                   out_shardings=(state_sh, None))
+    step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg),
+                   in_shardings=(state_sh, b_sh), out_shardings=(state_sh, None))
   rng_np, state, out = np.random.default_rng(0), make(rng), []
   for _ in range(steps):
     x = rng_np.integers(0, 256, (8, 33)).astype(np.int32)

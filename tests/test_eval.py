@@ -15,7 +15,7 @@ FSDP_TENSOR = ["mesh.data=1", "mesh.fsdp=4", "mesh.tensor=2"]
 
 
 def run_eval(capsys, run, devices=None):
-  """eval.py's report of `run` on `devices` (--batches 1, a greedy 4-token --sample): (out, stderr)."""
+  """eval.py's report of `run` on `devices` (--batches 1, a greedy 4-token --sample): out, stderr."""
   capsys.readouterr()
   out = evaluate.report(run, batches=1, sample="the cat", max_new_tokens=4, temperature=0.0,
                         devices=devices)

@@ -32,7 +32,8 @@ def lower_train_step(overrides, platform):
   mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, 1), jax.devices()[:1])
   _, _, abstract, _ = step_lib.init_state(model, tx, cfg, mesh)
   state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)  # no CPU placement
-  batch = {k: jax.ShapeDtypeStruct((2, cfg.data.seq_len), d) for k, d in step_lib.BATCH_DTYPES.items()}
+  batch = {k: jax.ShapeDtypeStruct((2, cfg.data.seq_len), d)
+           for k, d in step_lib.BATCH_DTYPES.items()}
   step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg))
   return step.trace(state, batch).lower(lowering_platforms=(platform,)).as_text()
 

@@ -93,8 +93,8 @@ def losses_on_mesh(sizes, corpus, steps=3, devices=None):
   make, rng, _, state_sh = step_lib.init_state(model, tx, cfg, mesh)
   b_sh = sharding.batch_sharding(mesh)
   with sharding.activate(mesh):
-    step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg), in_shardings=(state_sh, b_sh),
-                   out_shardings=(state_sh, None))
+    step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg),
+                   in_shardings=(state_sh, b_sh), out_shardings=(state_sh, None))
   rng_np = np.random.default_rng(0)
   state, losses = make(rng), []
   for _ in range(steps):

@@ -90,7 +90,8 @@ def sample_key(seed: int, workdir: Path, step: int) -> jax.Array:
   """--sample's key: --seed folded with the run (a hash of its config.json) and the checkpoint
   step, so different runs, or two checkpoints of one, do not share their draws at one seed."""
   digest = hashlib.sha256((Path(workdir) / "config.json").read_bytes()).digest()
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), np.uint32(int.from_bytes(digest[:4], "little")))
+  run = np.uint32(int.from_bytes(digest[:4], "little"))
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), run)
   return jax.random.fold_in(key, np.uint32(step))
 
 

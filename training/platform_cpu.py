@@ -29,9 +29,9 @@ import jax
 
 from configs.base import ConfigError
 
-# XLA:CPU settings (the same on every machine, so a CPU run's numbers are reproducible). YNNPACK runs
-# the dots it supports, each on its own: with its elementwise fusions the shakespeare_char step ran
-# ~1.2x slower on our 2-core machines, and dot fusions that pull in the neighbouring softmax and
+# XLA:CPU settings (the same on every machine, so a CPU run's numbers are reproducible). YNNPACK
+# runs the dots it supports, each on its own: with its elementwise fusions the shakespeare_char step
+# ran ~1.2x slower on our 2-core machines, and dot fusions that pull in the neighbouring softmax and
 # residual ops ~1.05-1.1x slower than single dots (docs/shakespeare_char.md).
 CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
@@ -120,16 +120,16 @@ def start(model_cfg=None) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # The host's peak FLOP/s, for MFU (the chips' peaks are a table: training/hardware.py).
 
-PEAK_MAX_AGE_S = 7 * 24 * 3600     # re-measured weekly: a machine first measured while busy recovers
+PEAK_MAX_AGE_S = 7 * 24 * 3600     # re-measured weekly: a host first measured while busy recovers
 PEAK_ROUNDS, PEAK_REPS, PEAK_N = 5, 10, 1024
 PEAK_FILE = "cpu_peak.json"
 
 
 def measured_peak() -> tuple[float, str]:
-  """(FLOP/s per JAX device, how): the host's measured peak (host_peak) shared by its CPU devices."""
+  """(FLOP/s per JAX device, how): the host's measured peak (host_peak) shared by its devices."""
   n = jax.local_device_count()
-  return host_peak() / n, (f"cpu: measured peak, f32 matmul best of {PEAK_ROUNDS * PEAK_REPS} runs, "
-                           f"/ {n} devices")
+  return host_peak() / n, (f"cpu: measured peak, f32 matmul best of {PEAK_ROUNDS * PEAK_REPS} "
+                           f"runs, / {n} device{'s' * (n > 1)}")
 
 
 def host_peak() -> float:

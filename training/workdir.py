@@ -46,7 +46,7 @@ def check_workdir(workdir: Path, cfg: base.Config):
 
 
 def prepare_workdir(workdir: Path, cfg: base.Config, lead: bool):
-  """Creates the workdir; the lead process (the workdir is shared) checks it and writes config.json."""
+  """Creates the workdir; the lead process (the workdir is shared) checks it, writes config.json."""
   try:
     workdir.mkdir(parents=True, exist_ok=True)
   except OSError as e:

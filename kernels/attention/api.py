@@ -1,7 +1,8 @@
 """attention(q, k, v, ...): softmax attention with causal / window / segment masks, GQA, softcap.
 
 impl="auto" on CPU: the C++ kernel (cpu.cc via XLA's FFI) for the calls it covers (float32, causal
-or not, no segment ids / window / softcap, one device: cpu.covers), else the jnp path below.
+or not, no segment ids / window / softcap, one device: cpu.covers) once it is loaded (cpu.load(),
+at start-up by training/platform_cpu.py; tracing never builds it), else the jnp path below.
 impl="xla" (and "auto" on CPU otherwise): the blockwise FlashAttention-2 jnp path
 (reference.blockwise): linear memory, and on this CPU faster than the materialised attention for
 fwd+bwd at every length measured (T = 64..4096; forward-only is within ~0.7-1.1x at T <= 512), so
