@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 import kernels
+from layers.block import TokenMixer
 from layers.embed import rope
 from layers.dense import Dense
 from layers.norm import Norm
@@ -24,7 +25,7 @@ from layers.sharding import constrain
 BTHD = ("batch", "length", "act_heads", None)   # the kernels' q, k, v, o on a mesh
 
 
-class Attention(nn.Module):
+class Attention(TokenMixer, kw_only=True):
   n_heads: int
   n_kv_heads: int
   d_head: int
@@ -32,16 +33,10 @@ class Attention(nn.Module):
   sigmoid_bias: float = 0.0      # b in sigmoid(q.k/sqrt(d) + b), e.g. -log(n)
   rope_theta: float | None = None   # RoPE base on q and k; None: no RoPE (positions, if any, are
                                     # added at the input)
-  use_bias: bool = True
+  use_bias: bool = True          # GPT-2 has biases
   qk_norm: str = "none"          # none | layernorm | rmsnorm: per-head norm of q and k before RoPE
   qk_norm_eps: float = 1e-5
   window: int | None = None      # sliding window: a query sees its last `window` keys (incl. own)
-  impl: str = "auto"
-  init_std: float = 0.02
-  out_std: float = 0.02
-  decode: bool = False
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
   matmul_dtype: jnp.dtype | None = None   # of the projections' and the kernel's dot operands
 
   def proj(self, x, heads, axis_names, name):

@@ -4,7 +4,7 @@ A factory is `functools.partial(ModuleClass, **fields)`: the block calls it with
 block decides where a sublayer sits in the parameter tree (attn, mlp, norm1, ...) and the model
 decides what it is. Token mixers (layers.attention.Attention, layers.deltanet.DeltaNetMixer,
 layers.ssm.Mamba / Mamba2) are called as mixer(x_BTD, positions_BT, segment_ids_BT, logit_scale);
-MLPs and norms as f(x_BTD).
+MLPs and norms as f(x_BTD). The mixers' shared settings are TokenMixer's fields.
 
 Block, pre-norm:  x = x + mixer(norm1(x));  x = x + mlp(norm2(x))        (GPT-2, Llama, DeltaNet)
       post-norm:  x = norm1(x + mixer(x));  x = norm2(x + mlp(x))        (original Transformer)
@@ -25,6 +25,19 @@ import jax.numpy as jnp
 from layers.sharding import constrain, param
 
 ACT = ("batch", "length", "act_embed")
+
+
+class TokenMixer(nn.Module):
+  """What the token mixers share: their call, mixer(x_BTD, positions_BT, segment_ids_BT,
+  logit_scale), and these settings. Subclasses declare kw_only=True (their own fields come after
+  these defaults)."""
+  impl: str = "auto"             # kernels impl: auto | xla | pallas | interpret
+  use_bias: bool = False         # on the input and output projections
+  init_std: float = 0.02
+  out_std: float = 0.02          # of the output projection (GPT-2 scales it by 1/sqrt(2L))
+  decode: bool = False           # keep and advance a "cache" collection (KV cache, recurrent state)
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
 
 
 class LayerScale(nn.Module):

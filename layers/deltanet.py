@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 import kernels
+from layers.block import TokenMixer
 from layers.dense import Dense
 from layers.norm import Norm
 from layers import sharding
@@ -83,7 +84,7 @@ def _dt_bias_init(key, shape, dtype=jnp.float32):
   return dt + jnp.log(-jnp.expm1(-dt))
 
 
-class DeltaNetMixer(nn.Module):
+class DeltaNetMixer(TokenMixer, kw_only=True):
   n_heads: int
   d_head: int                    # K = V: key and value head dims (expand_k = expand_v = 1)
   d_conv: int = 4
@@ -91,13 +92,6 @@ class DeltaNetMixer(nn.Module):
   decay: bool = False
   chunk_size: int = 64
   norm_eps: float = 1e-6
-  use_bias: bool = False
-  impl: str = "auto"
-  init_std: float = 0.02
-  out_std: float = 0.02
-  decode: bool = False
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
 
   def dense(self, x, shape, names, name, std=None, n_in=1, bias=None):
     return Dense(shape, names, n_in=n_in, use_bias=self.use_bias if bias is None else bias,

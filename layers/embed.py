@@ -9,16 +9,19 @@ from layers.sharding import param
 
 
 class Embed(nn.Module):
+  """A table looked up by id: token embeddings (vocab_size = V), or learned positions (V = the
+  table's length, names (None, "embed"))."""
   vocab_size: int
   d_model: int
   init_std: float = 0.02
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   matmul_dtype: jnp.dtype | None = None   # of the tied head's operands (layers.dense)
+  names: tuple = ("vocab", "embed")
 
   def setup(self):
     self.table_VD = self.param("embedding", param(nn.initializers.normal(self.init_std),
-                                                  ("vocab", "embed")),
+                                                  self.names),
                                (self.vocab_size, self.d_model), self.param_dtype)
 
   def __call__(self, tokens_BT):
@@ -32,20 +35,6 @@ class Embed(nn.Module):
     B, T, D = x_BTD.shape
     logits_MV = mixed_matmul(x_BTD.reshape(B * T, D), self.table_VD, mm, w_is_NK=True)
     return logits_MV.reshape(B, T, -1).astype(self.dtype)
-
-
-class LearnedPositions(nn.Module):
-  max_len: int
-  d_model: int
-  init_std: float = 0.02
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, positions_BT):
-    table = self.param("embedding", param(nn.initializers.normal(self.init_std), (None, "embed")),
-                       (self.max_len, self.d_model), self.param_dtype)
-    return jnp.take(table, positions_BT, axis=0).astype(self.dtype)
 
 
 def rope(x_BTHD, positions_BT, theta: float = 10000.0):

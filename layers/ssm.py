@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 import kernels
+from layers.block import TokenMixer
 from layers.dense import Dense
 from layers.norm import Norm
 from layers import sharding
@@ -119,8 +120,14 @@ def no_packing(segment_ids_BT):
                      "carry state across document boundaries")
 
 
-class _Recurrent(nn.Module):
-  """Shared decode plumbing: the SSM-state cache variable of a mixer."""
+class _SSM(TokenMixer, kw_only=True):
+  """What both mixers share: the conv and scan settings and the SSM-state cache variable."""
+  d_state: int = 16              # N
+  d_conv: int = 4                # K, the causal conv's width
+  expand: int = 2                # E = expand * D
+  dt_min: float = 0.001          # the initial Δ range (dt_bias_init)
+  dt_max: float = 0.1
+  chunk: int = 64                # the scan kernel's chunk
 
   def ssm_state(self, shape):
     """(variable, ready): ready is False during `init`, when the cache is only being created."""
@@ -128,21 +135,8 @@ class _Recurrent(nn.Module):
     return self.variable("cache", "ssm_state", jnp.zeros, shape, jnp.float32), ready
 
 
-class Mamba(_Recurrent):
-  dt_rank: int                  # R (the reference's default: ceil(D / 16))
-  d_state: int = 16
-  d_conv: int = 4
-  expand: int = 2
-  dt_min: float = 0.001
-  dt_max: float = 0.1
-  chunk: int = 64
-  impl: str = "auto"
-  use_bias: bool = False        # on in_proj / out_proj (the reference has none)
-  init_std: float = 0.02
-  out_std: float = 0.02
-  decode: bool = False
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
+class Mamba(_SSM, kw_only=True):
+  dt_rank: int                   # R (the reference's default: ceil(D / 16))
 
   @nn.compact
   def __call__(self, u_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
@@ -197,23 +191,11 @@ def selective_step(u_BE, delta_BE, A_EN, B_BN, C_BN, h_BEN):
   return jnp.einsum("ben,bn->be", h_BEN, f(C_BN)), h_BEN
 
 
-class Mamba2(_Recurrent):
+class Mamba2(_SSM, kw_only=True):
   d_state: int = 128
-  d_conv: int = 4
-  expand: int = 2
-  head_dim: int = 64
-  groups: int = 1
-  dt_min: float = 0.001
-  dt_max: float = 0.1
-  chunk: int = 64
-  impl: str = "auto"
-  use_bias: bool = False
+  head_dim: int = 64             # P (heads H = E / P)
+  groups: int = 1                # G, of B and C
   norm_eps: float = 1e-5
-  init_std: float = 0.02
-  out_std: float = 0.02
-  decode: bool = False
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, u_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):

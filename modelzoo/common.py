@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from layers.attention import Attention
 from layers.dense import Dense
-from layers.embed import Embed, LearnedPositions
+from layers.embed import Embed
 from layers.mlp import MLP
 from layers.norm import Norm
 from layers.sharding import constrain
@@ -69,8 +69,8 @@ def language_model(m, tokens_BT, positions_BT, body, final_norm: bool = True):
   embed = Embed(m.vocab_size, m.d_model, m.init_std, name="embed", **matmul_dtypes(m))
   x_BTD = embed(tokens_BT)
   if m.pos == "learned":
-    x_BTD = x_BTD + LearnedPositions(m.max_len, m.d_model, m.init_std, name="pos",
-                                     **dtypes(m))(positions_BT)
+    x_BTD = x_BTD + Embed(m.max_len, m.d_model, m.init_std, names=(None, "embed"), name="pos",
+                          **dtypes(m))(positions_BT)
   x_BTD = body(constrain(x_BTD, ("batch", "length", "act_embed")), positions_BT)
   if final_norm:
     x_BTD = norm(m)(name="norm_f")(x_BTD)

@@ -98,7 +98,7 @@ def layer(m, kind: str, decode: bool):
   """A pre-norm block whose mixer is the DeltaNet mixer (D) or attention (S windowed, A global)."""
   if kind == "D":
     mixer = functools.partial(
-        DeltaNetMixer, m.n_heads, common.d_head(m), d_conv=m.dn_conv, gate=m.dn_gate,
+        DeltaNetMixer, n_heads=m.n_heads, d_head=common.d_head(m), d_conv=m.dn_conv, gate=m.dn_gate,
         decay=m.dn_decay, chunk_size=m.dn_chunk, norm_eps=m.norm_eps, use_bias=m.use_bias,
         impl=m.attn_impl, init_std=m.init_std, out_std=common.out_std(m), decode=decode,
         **common.dtypes(m))
