@@ -8,7 +8,7 @@ import pytest
 import entry
 from configs import base
 from test_aot import needs_tpu
-from training import aot, evaluate, workdir
+from training import evaluate, workdir
 from test_export import corpus, make_run  # noqa: F401  (corpus: the fixture)
 
 FSDP_TENSOR = ["mesh.data=1", "mesh.fsdp=4", "mesh.tensor=2"]
