@@ -121,7 +121,8 @@ def no_packing(segment_ids_BT):
 
 
 class _SSM(TokenMixer, kw_only=True):
-  """What both mixers share: the conv and scan settings and the SSM-state cache variable."""
+  """What both mixers share: the conv and scan settings, and running the scan or, decoding, the
+  recurrence from the cached SSM state."""
   d_state: int = 16              # N
   d_conv: int = 4                # K, the causal conv's width
   expand: int = 2                # E = expand * D
@@ -129,10 +130,19 @@ class _SSM(TokenMixer, kw_only=True):
   dt_max: float = 0.1
   chunk: int = 64                # the scan kernel's chunk
 
-  def ssm_state(self, shape):
-    """(variable, ready): ready is False during `init`, when the cache is only being created."""
+  def scan_or_step(self, state_shape, one_token: bool, scan, step):
+    """y over the tokens. Training: the chunked `scan(None)`. Decoding: one token advances the
+    recurrence directly (`step(h)`, a path independent of the kernel), several (a prefill) run
+    `scan(h)` from the cached state; both return (y, final state), which is stored in the
+    "cache" collection (not during init, which only creates it)."""
+    if not self.decode:
+      return scan(None)[0]
     ready = self.has_variable("cache", "ssm_state")
-    return self.variable("cache", "ssm_state", jnp.zeros, shape, jnp.float32), ready
+    h = self.variable("cache", "ssm_state", jnp.zeros, state_shape, jnp.float32)
+    y, h_final = step(h.value) if one_token and ready else scan(h.value)
+    if ready:
+      h.value = h_final
+    return y
 
 
 class Mamba(_SSM, kw_only=True):
@@ -165,18 +175,12 @@ class Mamba(_SSM, kw_only=True):
                                                           chunk_size=self.chunk, impl=self.impl),
         (BTE, BTE, ("act_mlp", None), BTN, BTN, BEN), (BTE, BEN))
     scan = lambda h0: kernel(x_BTE, delta_BTE, A_EN, B_BTN, C_BTN, h0)
-    if self.decode:
-      h, ready = self.ssm_state((Bsz, E, N))
-      if T == 1 and ready:
-        y_BE, hT = selective_step(x_BTE[:, 0], delta_BTE[:, 0], A_EN, B_BTN[:, 0], C_BTN[:, 0],
-                                  h.value)
-        y_BTE = y_BE[:, None].astype(x_BTE.dtype)
-      else:
-        y_BTE, hT = scan(h.value)
-      if ready:
-        h.value = hT
-    else:
-      y_BTE, _ = scan(None)
+
+    def step(h_BEN):
+      y_BE, h_BEN = selective_step(x_BTE[:, 0], delta_BTE[:, 0], A_EN, B_BTN[:, 0], C_BTN[:, 0],
+                                   h_BEN)
+      return y_BE[:, None].astype(x_BTE.dtype), h_BEN
+    y_BTE = self.scan_or_step((Bsz, E, N), T == 1, scan, step)
     y_BTE = (y_BTE + x_BTE * D_E.astype(self.dtype)) * nn.silu(xz_BT2E[..., 1, :])
     return Dense((D,), ("mlp", "embed"), use_bias=self.use_bias, init_std=self.out_std,
                  name="out_proj", **kw)(y_BTE)
@@ -230,18 +234,11 @@ class Mamba2(_SSM, kw_only=True):
         (BTHP, BTH, ("act_heads",), BTHP, BTHP, BHPN), (BTHP, BHPN))
     scan = lambda h0: kernel(x_BTHP, dt_BTH, A_H, sharding.repeat_groups(B_BTGN, 2, H),
                              sharding.repeat_groups(C_BTGN, 2, H), h0)
-    if self.decode:
-      h, ready = self.ssm_state((Bsz, H, P, N))
-      if T == 1 and ready:
-        y_BHP, hT = ssd_step(x_BTHP[:, 0], dt_BTH[:, 0], A_H, B_BTGN[:, 0], C_BTGN[:, 0],
-                             h.value)
-        y_BTHP = y_BHP[:, None].astype(x_BTHP.dtype)
-      else:
-        y_BTHP, hT = scan(h.value)
-      if ready:
-        h.value = hT
-    else:
-      y_BTHP, _ = scan(None)
+
+    def step(h_BHPN):
+      y_BHP, h_BHPN = ssd_step(x_BTHP[:, 0], dt_BTH[:, 0], A_H, B_BTGN[:, 0], C_BTGN[:, 0], h_BHPN)
+      return y_BHP[:, None].astype(x_BTHP.dtype), h_BHPN
+    y_BTHP = self.scan_or_step((Bsz, H, P, N), T == 1, scan, step)
     y_BTHP = y_BTHP + x_BTHP * D_H.astype(self.dtype)[:, None]
     g_BTHP = y_BTHP * nn.silu(zx_BT2HP[..., 1, :, :])
     # RMSNorm over each group's E/G channels (the reference's group_size = d_inner / ngroups).
