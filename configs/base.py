@@ -14,6 +14,7 @@ import difflib
 import importlib.util
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -132,6 +133,9 @@ class MeshConfig:
   tensor: int = 1
   cpu_devices: int = 1             # CPU hosts: JAX devices to split the CPU into (data parallel
                                    # over cores; faster for small models); ignored on GPU/TPU
+  # The slice the config is sized for (its mesh, remat, grad_accum): `train.py --aot <topology>`
+  # compiles for it, docs/scale.md and tests/test_scale.py read it. "" = not sized for one.
+  topology: str = ""               # <chip>:<shape>, e.g. v5e:2x2, v5p:2x2x1, h100:1x1x8
 
 
 @dataclass(frozen=True)
@@ -320,6 +324,10 @@ def validate(cfg: Config, n_devices: int) -> None:
                       "of the learned position table")
   if m.pos == "rope" and (m.d_head or m.d_model // m.n_heads) % 2:
     raise ConfigError("RoPE needs an even head dimension")
+  # Loosely: training/hardware.py knows the chips; a config only has to name one plausibly.
+  if cfg.mesh.topology and not re.fullmatch(r"[a-z][a-z0-9]*:\d+(x\d+)+", cfg.mesh.topology):
+    raise ConfigError(f"mesh.topology={cfg.mesh.topology!r} is not a slice name <chip>:<shape>, "
+                      "e.g. v5e:2x2, v5p:2x2x1, h100:1x1x8")
   sizes = mesh_shape(cfg.mesh, n_devices)
   t = cfg.train
   if t.batch_size % t.grad_accum:

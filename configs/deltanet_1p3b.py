@@ -1,9 +1,12 @@
 """DeltaNet 1.3B (Yang et al. 2024, arXiv:2406.06484: 1.3B parameters, 100B SlimPajama tokens).
 
     python train.py --config configs/deltanet_1p3b.py data.path=<text files> --workdir runs/dn1p3b
+    python train.py --config configs/deltanet_1p3b.py --aot v5e:2x2
 
 Should show: nothing on CPU (1.37B parameters); tests/test_zoo_deltanet.py builds it with
-jax.eval_shape. Shape of the paper's released checkpoint fla-hub/delta_net-1.3B-100B (config.json):
+jax.eval_shape. `--aot v5e:2x2` (its mesh.topology) compiles the step for a TPU v5e 2x2 slice, fsdp
+over the 4 chips, remat full, 16 micro-batches of 16 x 2048: 12.5 GiB per chip of 16, fits
+(docs/scale.md). Shape of the paper's released checkpoint fla-hub/delta_net-1.3B-100B (config.json):
 24 layers, width 2048, 16 heads of 128 (expand_k = expand_v = 1), short conv 4 on q/k/v with SiLU,
 L2-normalised q/k, beta = sigmoid(W x), per-head RMSNorm on the output, no output gate, SwiGLU 5632
 (FLA: 4 d * 2/3 rounded up to 256), RMSNorm eps 1e-6, untied 32000-token embeddings (the Mistral
@@ -11,7 +14,8 @@ tokenizer), context 2048. 100B tokens = 190,735 steps of 256 x 2048; the paper's
 details are not reproduced here (lr/batch are placeholders). The hybrids: deltanet_1p3b_swa.py,
 deltanet_1p3b_global.py; Gated DeltaNet: model.dn_decay=true model.dn_gate=true.
 """
-from configs.base import CheckpointConfig, Config, DataConfig, TrainConfig, llama_style
+from configs.base import (CheckpointConfig, Config, DataConfig, MeshConfig, TrainConfig,
+                          llama_style)
 
 
 def model(**kw):
@@ -25,7 +29,9 @@ def get_config(**model_kw) -> Config:
   return Config(
       model=model(**model_kw),
       data=DataConfig(source="text", tokenizer="bpe", bpe_vocab_size=32000, seq_len=2048),
-      train=TrainConfig(steps=190_735, batch_size=256, lr=3e-4, min_lr=3e-5, warmup_steps=2000,
-                        b2=0.95, weight_decay=0.1, log_every=100, eval_every=5000, eval_steps=50),
+      train=TrainConfig(steps=190_735, batch_size=256, grad_accum=16, lr=3e-4, min_lr=3e-5,
+                        warmup_steps=2000, b2=0.95, weight_decay=0.1, log_every=100,
+                        eval_every=5000, eval_steps=50),
+      mesh=MeshConfig(data=1, fsdp=-1, topology="v5e:2x2"),
       ckpt=CheckpointConfig(every=5000, keep=3),
   )

@@ -2,6 +2,7 @@
 
     python train.py --config configs/dual_stream_29m_dense.py data.tokenizer_path=<GPT-2 tokenizer.json>
     python eval.py --workdir <workdir> --logit-scale 1 2 4 8 16 --sample "The "
+    python train.py --config configs/dual_stream_29m_dense.py --aot v5e:2x2
 
 Should show: "model dual_stream: 29,930,112 parameters" at start-up (paper: "29M"), then the loss
 falling. Sized for an accelerator: on this CPU one step takes seconds. The paper's shape (spec
@@ -10,8 +11,11 @@ Without data.tokenizer_path a 50257-token byte-level BPE is trained on the corpu
 Dataset, sequence length, lr and token budget are not recoverable from the paper (spec §6): the
 values below are our assumptions (AdamW (0.9, 0.95), wd 0.1, clip 1.0, warm-up + cosine are stated).
 Siblings: dual_stream_29m_kronecker.py (28.2M), dual_stream_29m_independent.py (28.5M).
+`--aot v5e:2x2` (its mesh.topology) compiles the step for a TPU v5e 2x2 slice, data parallel over
+the 4 chips, float32, no remat, one batch of 64 x 256: 3.4 GiB per chip of 16, fits (docs/scale.md).
 """
-from configs.base import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+from configs.base import (CheckpointConfig, Config, DataConfig, MeshConfig, ModelConfig,
+                          TrainConfig)
 
 
 def model(**kw) -> ModelConfig:
@@ -29,5 +33,6 @@ def get_config(**model_kw) -> Config:
       train=TrainConfig(steps=20000, batch_size=64, lr=6e-4, min_lr=6e-5, warmup_steps=1000,
                         b1=0.9, b2=0.95, weight_decay=0.1, clip_norm=1.0, log_every=50,
                         eval_every=1000, eval_steps=20),
+      mesh=MeshConfig(topology="v5e:2x2"),
       ckpt=CheckpointConfig(every=1000, keep=3),
   )

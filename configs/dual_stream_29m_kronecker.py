@@ -2,11 +2,13 @@
 
     python train.py --config configs/dual_stream_29m_kronecker.py data.tokenizer_path=<GPT-2 tokenizer.json>
     python eval.py --workdir <workdir> --logit-scale 1 2 4 8 16 --sample "The "
+    python train.py --config configs/dual_stream_29m_kronecker.py --aot v5e:2x2
 
 Should show: "model dual_stream: 28,161,072 parameters" at start-up (issue/spec §4.2: ~28.2M), then
 the loss falling; the paper reports validation loss +2.5% relative to the dense model. Whether the
 paper's Kronecker model also had a per-head FFN is not recoverable (add model.mix_up=independent
-model.mix_down=independent for that reading: 22.2M). Everything else as dual_stream_29m_dense.py.
+model.mix_down=independent for that reading: 22.2M). Everything else as dual_stream_29m_dense.py,
+including its slice (`--aot v5e:2x2`: data parallel over 4 chips, 3.3 GiB per chip of 16, fits).
 """
 from configs import dual_stream_29m_dense
 
