@@ -6,6 +6,12 @@ Every `configs/<name>.py` defines `get_config() -> Config`. Overrides are applie
 
 Values are parsed to the field's declared type; unknown keys, bad values and impossible combinations
 raise `ConfigError` naming the key (and, for a typo, the closest valid key) before anything compiles.
+
+The model section is the dataclass of one model family (modelzoo/<family>/config.py, registered in
+modelzoo/__init__.py), extending ModelConfig below with the fields that have an effect in that
+family. `model.name` selects the family; an override `model.name=...` is applied before the others
+and keeps the fields both families have. Fields declare their values (choice, positive, nonneg);
+validate() checks them, then the family's check(), then what spans sections.
 """
 from __future__ import annotations
 
@@ -18,112 +24,121 @@ import re
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import ClassVar
+
+import kernels
 
 
 class ConfigError(ValueError):
   """A user error in a config or an override: printed without a traceback by train.py/eval.py."""
 
 
+# ---------------------------------------------------------------------------------------------
+# What a field's values may be, declared with the field and checked by check_fields.
+
+def choice(default, allowed: tuple):
+  return field(default=default, metadata={"choices": tuple(allowed)})
+
+
+def positive(default):
+  return field(default=default, metadata={"positive": True})
+
+
+def nonneg(default):
+  return field(default=default, metadata={"nonneg": True})
+
+
+def check_fields(section, prefix: str) -> None:
+  """Raises ConfigError for a field of `section` outside its declared choices or range."""
+  for f in fields(section):
+    key, v = f"{prefix}.{f.name}", getattr(section, f.name)
+    allowed = f.metadata.get("choices")
+    if allowed is not None and v not in allowed:
+      close = difflib.get_close_matches(str(v), [str(a) for a in allowed], n=1)
+      hint = f"; did you mean {close[0]!r}?" if close else ""
+      raise ConfigError(f"{key}={v!r} is not one of {allowed}{hint}")
+    if f.metadata.get("positive") and not v > 0:
+      raise ConfigError(f"{key}={v} must be > 0")
+    if f.metadata.get("nonneg") and v < 0:
+      raise ConfigError(f"{key}={v} must be >= 0")
+
+
+DTYPES = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-  name: str = "decoder"            # registry key in modelzoo (decoder, dual_stream, mamba, ...)
-  vocab_size: int = 256            # V
-  d_model: int = 256               # D
-  n_layers: int = 4                # L
-  n_heads: int = 4                 # H
-  n_kv_heads: int = 0              # K (GQA/MQA); 0 means = n_heads
-  d_head: int = 0                  # 0 means d_model // n_heads
-  d_ff: int = 1024                 # F
-  max_len: int = 256               # learned-position table size (and the default sequence length)
-  norm: str = "layernorm"          # layernorm | rmsnorm
+  """What every model family has. A family's dataclass extends it (modelzoo/<family>/config.py),
+  redeclaring `name`, and extends check()."""
+  name: str = field(default="", init=False)   # the family (modelzoo.REGISTRY), fixed by the class
+  vocab_size: int = positive(256)     # V
+  d_model: int = positive(256)        # D
+  n_layers: int = positive(4)         # L
+  max_len: int = positive(256)        # learned-position table size; the default sequence length
+  pos: str = choice("learned", ("learned", "rope", "none"))
+  norm: str = choice("layernorm", ("layernorm", "rmsnorm"))
   norm_bias: bool = True
   norm_eps: float = 1e-5
-  norm_placement: str = "pre"      # pre | post
-  pos: str = "learned"             # learned | rope | none
-  rope_theta: float = 10000.0
-  mlp: str = "gelu"                # gelu | swiglu
-  gelu_exact: bool = False         # erf GELU; the tanh form is much cheaper in the CPU backward
-  use_bias: bool = True            # biases on attention/MLP projections
   tie_embeddings: bool = True
-  attention: str = "softmax"       # softmax | sigmoid
-  attn_impl: str = "auto"          # kernels impl: auto | xla | pallas | interpret
+  attn_impl: str = choice("auto", kernels.IMPLS)   # the kernels' impl (attention and scans)
   init_std: float = 0.02
-  scan_layers: bool = True         # nn.scan over layers: compile time independent of depth
-  remat: str = "none"              # none | full | dots (save matmul outputs only)
-  param_dtype: str = "float32"
-  dtype: str = "float32"           # compute dtype: float32 | bfloat16
-  # Operands of the decoder's matmuls (projections, attention kernel, MLP, head), accumulated in
-  # float32 whatever it is; "" = dtype. bfloat16 with float32 activations is TPU's default matmul precision, and
-  # on CPUs with AMX/AVX512-BF16 runs the dots ~3x faster than float32 (docs/shakespeare_char.md).
-  matmul_dtype: str = ""
-  # --- Dual-Stream Transformer (modelzoo/dual_stream.py) ---
-  mix_v: str = "dense"             # head mixing of the V projection: dense | kronecker | independent
-  mix_o: str = "dense"             # ... of the attention output projection O (same choices)
-  mix_up: str = "dense"            # ... of the FFN up projection: dense | independent (per-head FFN)
-  mix_down: str = "dense"          # ... of the FFN down projection: dense | independent
-  cln: bool = True                 # channel-wise LayerNorm (one LN per head); False: LN over all of D
-  v_norm: bool = True              # V reads CLN_v(x_t); False: the raw token stream x_t
-  frozen_tokens: bool = False      # Frozen-Token-Stream: x_t stays the embedding, attention writes x_e
-  kron_init: str = "identity"      # Kronecker M init: identity (I + N(0, init_std^2)) | normal
-  # --- sigmoid attention and DeltaNet (modelzoo/deltanet.py, layers) ---
-  qk_norm: bool = False            # QK-norm: q, k normalised per head (model.norm kind) before RoPE
-  layer_scale: float = 0.0         # LayerScale: branch * per-channel gamma, this init; 0 = off
-  hybrid_norm: bool = False        # hybrid-norm: x + Norm(f(Norm(x))) (pre-norm blocks only)
-  dn_conv: int = 4                 # DeltaNet causal depthwise conv width on q, k, v; 0 = none
-  dn_gate: bool = False            # DeltaNet output gate: RMSNorm(o) * SiLU(W_g x)
-  dn_decay: bool = False           # gated delta rule: g = -exp(A_log) softplus(W_a x + dt_bias)
-  dn_chunk: int = 64               # delta-rule chunk size C: 16 | 32 | 64
-  dn_hybrid: str = "none"          # none | swa (window attn every other layer) | global (2 attn)
-  dn_window: int = 512             # keys seen by a swa-hybrid attention layer (itself included)
-  # --- Mamba, Mamba-2 and hybrids (modelzoo/mamba.py) ---
-  d_state: int = 16                # N: SSM state size (per channel in Mamba-1, per head in Mamba-2)
-  d_conv: int = 4                  # width of the causal depthwise conv before the scan
-  expand: int = 2                  # E = expand * d_model, the mixer's inner width
-  dt_rank: int = 0                 # R: Mamba-1 low-rank Δ projection; 0 = ceil(d_model / 16)
-  dt_min: float = 0.001            # softplus(dt_bias) is initialised log-uniform in [dt_min, dt_max]
-  dt_max: float = 0.1
-  ssm_head_dim: int = 64           # P: Mamba-2 head dim (heads = E / P)
-  ssm_groups: int = 1              # G: Mamba-2 B/C groups (heads share B, C within a group)
-  ssm_chunk: int = 64              # scan chunk length (Mamba-2 on auto/pallas: power of two >= 16)
-  layer_pattern: str = ""          # Mamba-2 hybrid, one char per layer: M mamba2, * attention,
-                                   # - MLP (e.g. "M-M*-"); "" = n_layers x M. See modelzoo/mamba2.py
+  scan_layers: bool = True            # nn.scan over layers: compile time independent of depth
+  remat: str = choice("none", ("none", "full", "dots"))   # dots: save matmul outputs only
+  param_dtype: str = choice("float32", DTYPES)
+  dtype: str = choice("float32", DTYPES)   # compute dtype
+
+  packing: ClassVar[bool] = True      # the model takes packed sequences (data.pack, segment ids)
+
+  @property
+  def dot_dtype(self) -> str:
+    """The dtype of the matmuls' operands (accumulated in float32)."""
+    return self.dtype
+
+  def with_depth(self, n_layers: int) -> ModelConfig:
+    """This model cut to its first n_layers layers (training/aot.py compiles such cuts)."""
+    return replace(self, n_layers=n_layers)
+
+  def check(self) -> None:
+    """Raises ConfigError for a bad value or combination of the model's fields."""
+    check_fields(self, "model")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-  source: str = "stdlib"           # stdlib | text | tokens | arrayrecord
+  source: str = choice("stdlib", ("stdlib", "text", "tokens", "arrayrecord"))
   path: str = ""                   # files or globs, comma-separated (text/tokens/arrayrecord)
-  tokenizer: str = "byte"          # byte | char | bpe
+  tokenizer: str = choice("byte", ("byte", "char", "bpe"))
   tokenizer_path: str = ""         # bpe: a tokenizer.json to load (else trained on the train split)
   bpe_vocab_size: int = 4096
   val_fraction: float = 0.1        # text: the last fraction of each file is validation
-  seq_len: int = 256               # T
+  seq_len: int = positive(256)     # T
   pack: bool = False               # pack documents with segment ids instead of one token stream
-  sampling: str = "epochs"         # train windows: epochs (stride T, each epoch a permutation) |
-                                   # random (nanoGPT's: i.i.d. uniformly random token offsets)
+  # train windows: epochs (stride T, each epoch a permutation) | random (nanoGPT's: i.i.d.
+  # uniformly random token offsets)
+  sampling: str = choice("epochs", ("epochs", "random"))
   num_workers: int = 0             # grain worker processes (0 = in-process)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-  steps: int = 1000
-  batch_size: int = 32             # global batch, sequences per step (split over grad_accum)
-  grad_accum: int = 1
-  lr: float = 3e-4
-  min_lr: float = 3e-5
-  warmup_steps: int = 100
-  schedule: str = "cosine"         # cosine | linear | constant
+  steps: int = positive(1000)
+  batch_size: int = positive(32)   # global batch, sequences per step (split over grad_accum)
+  grad_accum: int = positive(1)
+  lr: float = positive(3e-4)
+  min_lr: float = nonneg(3e-5)
+  warmup_steps: int = nonneg(100)
+  schedule: str = choice("cosine", ("cosine", "linear", "constant"))
   b1: float = 0.9
   b2: float = 0.95
   eps: float = 1e-8
-  weight_decay: float = 0.1
-  clip_norm: float = 1.0           # 0 disables clipping
-  z_loss: float = 0.0
+  weight_decay: float = nonneg(0.1)
+  clip_norm: float = nonneg(1.0)   # 0 disables clipping
+  z_loss: float = nonneg(0.0)
   seed: int = 0
-  log_every: int = 10
-  eval_every: int = 200
-  eval_steps: int = 10
-  max_bad_steps: int = 3           # non-finite updates skipped in a row before stopping
+  log_every: int = positive(10)
+  eval_every: int = positive(200)
+  eval_steps: int = positive(10)
+  max_bad_steps: int = nonneg(3)   # non-finite updates skipped in a row before stopping
 
 
 @dataclass(frozen=True)
@@ -131,7 +146,7 @@ class MeshConfig:
   data: int = -1                   # -1: all devices not used by the other axes
   fsdp: int = 1
   tensor: int = 1
-  cpu_devices: int = 1             # CPU hosts: JAX devices to split the CPU into (data parallel
+  cpu_devices: int = positive(1)   # CPU hosts: JAX devices to split the CPU into (data parallel
                                    # over cores; faster for small models); ignored on GPU/TPU
   # The slice the config is sized for (its mesh, remat, grad_accum): `train.py --aot <topology>`
   # compiles for it, docs/scale.md and tests/test_scale.py read it. "" = not sized for one.
@@ -140,53 +155,50 @@ class MeshConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-  every: int = 500
-  keep: int = 3
+  every: int = positive(500)
+  keep: int = positive(3)
   async_save: bool = True
 
 
 @dataclass(frozen=True)
 class Config:
-  model: ModelConfig = field(default_factory=ModelConfig)
+  model: ModelConfig = field(default_factory=lambda: model_config("decoder"))
   data: DataConfig = field(default_factory=DataConfig)
   train: TrainConfig = field(default_factory=TrainConfig)
   mesh: MeshConfig = field(default_factory=MeshConfig)
   ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
-CHOICES = {
-    "model.norm": ("layernorm", "rmsnorm"),
-    "model.norm_placement": ("pre", "post"),
-    "model.pos": ("learned", "rope", "none"),
-    "model.mlp": ("gelu", "swiglu"),
-    "model.attention": ("softmax", "sigmoid"),
-    "model.attn_impl": ("auto", "xla", "pallas", "interpret"),
-    "model.remat": ("none", "full", "dots"),
-    "model.param_dtype": ("float32", "bfloat16"),
-    "model.dtype": ("float32", "bfloat16"),
-    "model.matmul_dtype": ("", "float32", "bfloat16"),
-    "data.source": ("stdlib", "text", "tokens", "arrayrecord"),
-    "data.tokenizer": ("byte", "char", "bpe"),
-    "data.sampling": ("epochs", "random"),
-    "train.schedule": ("cosine", "linear", "constant"),
-}
-
-
 # ---------------------------------------------------------------------------------------------
-# Style presets (the two baselines). Everything they set stays overridable.
+# Model configs by family name, and the two style presets (baselines). Everything stays overridable.
 
-def gpt2_style(**kw) -> ModelConfig:
+def model_config(name: str, **kw) -> ModelConfig:
+  """The config of the model family `name` (modelzoo.REGISTRY) with these fields."""
+  import modelzoo
+  return modelzoo.model_config(name, **kw)
+
+
+GPT2_STYLE = dict(norm="layernorm", norm_bias=True, pos="learned", mlp="gelu", use_bias=True,
+                  tie_embeddings=True, norm_placement="pre")
+LLAMA_STYLE = dict(norm="rmsnorm", norm_bias=False, pos="rope", mlp="swiglu", use_bias=False,
+                   tie_embeddings=False, norm_placement="pre", norm_eps=1e-6)
+
+
+def gpt2_style(name: str = "decoder", **kw) -> ModelConfig:
   """LayerNorm with bias, learned positions, GELU, tied embeddings (nanoGPT's GPT)."""
-  base = dict(norm="layernorm", norm_bias=True, pos="learned", mlp="gelu", use_bias=True,
-              tie_embeddings=True, norm_placement="pre")
-  return ModelConfig(**{**base, **kw})
+  return _styled(name, GPT2_STYLE, kw)
 
 
-def llama_style(**kw) -> ModelConfig:
+def llama_style(name: str = "decoder", **kw) -> ModelConfig:
   """RMSNorm, RoPE, SwiGLU, GQA, no biases, untied embeddings."""
-  base = dict(norm="rmsnorm", norm_bias=False, pos="rope", mlp="swiglu", use_bias=False,
-              tie_embeddings=False, norm_placement="pre", norm_eps=1e-6)
-  return ModelConfig(**{**base, **kw})
+  return _styled(name, LLAMA_STYLE, kw)
+
+
+def _styled(name: str, style: dict, kw: dict) -> ModelConfig:
+  """A family's config in a style: the style's fields the family has, then `kw`."""
+  import modelzoo
+  own = modelzoo.config_fields()[name]
+  return model_config(name, **{**{k: v for k, v in style.items() if k in own}, **kw})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,15 +218,19 @@ def load(path: str, overrides: typing.Sequence[str] = ()) -> Config:
 
 
 def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
+  """Applies `key.path=value` items in order, model.name first (it selects the model's fields)."""
+  overrides = sorted(overrides, key=lambda o: not o.strip().startswith("model.name="))
   for item in overrides:
     if "=" not in item:
       raise ConfigError(f"override {item!r} is not of the form key.path=value")
     key, value = item.split("=", 1)
-    cfg = _set(cfg, key.strip(), value.strip())
+    cfg = _set(cfg, key.strip(), value.strip(), cfg)
   return cfg
 
 
-def all_keys(cfg=Config()) -> list[str]:
+def all_keys(cfg=None) -> list[str]:
+  """The settable keys of a config or a section (default: Config())."""
+  cfg = Config() if cfg is None else cfg
   out = []
   for f in fields(cfg):
     v = getattr(cfg, f.name)
@@ -222,26 +238,39 @@ def all_keys(cfg=Config()) -> list[str]:
   return out
 
 
-def _set(cfg, key: str, raw: str, full: str = ""):
+def _set(cfg, key: str, raw: str, root: Config, full: str = ""):
   full = full or key
   head, _, rest = key.partition(".")
   if head not in {f.name for f in fields(cfg)}:
-    raise ConfigError(_unknown(full))
+    raise ConfigError(unknown_key(full, root))
   sub = getattr(cfg, head)
   if dataclasses.is_dataclass(sub):
     if not rest:
       raise ConfigError(f"{full!r} is a section; set one of its fields, e.g. {full}.{all_keys(sub)[0]}")
-    return replace(cfg, **{head: _set(sub, rest, raw, full)})
+    return replace(cfg, **{head: _set(sub, rest, raw, root, full)})
   if rest:
-    raise ConfigError(_unknown(full))
+    raise ConfigError(unknown_key(full, root))
+  if isinstance(cfg, ModelConfig) and head == "name":
+    import modelzoo
+    return modelzoo.as_family(cfg, raw)
   typ = typing.get_type_hints(type(cfg))[head]
   return replace(cfg, **{head: _parse(full, raw, typ)})
 
 
-def _unknown(key: str) -> str:
-  close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
-  hint = f"; did you mean {close[0]!r}?" if close else ""
-  return f"unknown config key '{key}'{hint}"
+def unknown_key(key: str, cfg: Config) -> str:
+  """The error for an unknown key: the closest key of `cfg`, and for a field of other model
+  families, which ones (then only a near-certain typo is suggested)."""
+  sec, _, name = key.partition(".")
+  others = []
+  if sec == "model":
+    import modelzoo
+    others = [n for n, own in modelzoo.config_fields().items() if name in own]
+  close = difflib.get_close_matches(key, all_keys(cfg), n=1, cutoff=0.85 if others else 0.6)
+  msg = f"unknown config key '{key}'" + (f"; did you mean {close[0]!r}?" if close else "")
+  if others:
+    msg += (f" (model.{name} is only implemented for model.name="
+            f"{' / '.join(repr(n) for n in others)}, not {cfg.model.name!r})")
+  return msg
 
 
 def _parse(key: str, raw: str, typ):
@@ -287,43 +316,19 @@ def mesh_shape(cfg: MeshConfig, n_devices: int) -> dict[str, int]:
 
 def validate(cfg: Config, n_devices: int) -> None:
   """Raises ConfigError for any impossible combination; called before anything is traced."""
-  flat = {}
   for sec in fields(cfg):
-    for f in fields(getattr(cfg, sec.name)):
-      flat[f"{sec.name}.{f.name}"] = getattr(getattr(cfg, sec.name), f.name)
-  for key, allowed in CHOICES.items():
-    if flat[key] not in allowed:
-      close = difflib.get_close_matches(str(flat[key]), allowed, n=1)
-      hint = f"; did you mean {close[0]!r}?" if close else ""
-      raise ConfigError(f"{key}={flat[key]!r} is not one of {allowed}{hint}")
-  positive = ["model.vocab_size", "model.d_model", "model.n_layers", "model.n_heads", "model.d_ff",
-              "model.max_len", "data.seq_len", "train.steps", "train.batch_size", "train.grad_accum",
-              "train.lr", "train.log_every", "train.eval_every", "train.eval_steps", "ckpt.every",
-              "ckpt.keep", "mesh.cpu_devices"]
-  for key in positive:
-    if not flat[key] > 0:
-      raise ConfigError(f"{key}={flat[key]} must be > 0")
-  nonneg = ["model.n_kv_heads", "model.d_head", "train.min_lr", "train.warmup_steps",
-            "train.weight_decay", "train.clip_norm", "train.z_loss", "train.max_bad_steps"]
-  for key in nonneg:
-    if flat[key] < 0:
-      raise ConfigError(f"{key}={flat[key]} must be >= 0")
-  if cfg.model.matmul_dtype and cfg.model.name != "decoder":
-    raise ConfigError(f"model.matmul_dtype={cfg.model.matmul_dtype!r} is only implemented for "
-                      f"model.name='decoder', not {cfg.model.name!r}")
+    if sec.name != "model":
+      check_fields(getattr(cfg, sec.name), sec.name)
+  m = cfg.model
+  m.check()                              # the family's fields and their combinations
   if not 0.0 < cfg.data.val_fraction < 1.0:
     raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} must be in (0, 1)")
-  m = cfg.model
-  if not m.d_head and m.d_model % m.n_heads:
-    raise ConfigError(f"model.n_heads={m.n_heads} does not divide model.d_model={m.d_model}")
-  kv = m.n_kv_heads or m.n_heads
-  if m.n_heads % kv:
-    raise ConfigError(f"model.n_kv_heads={kv} does not divide model.n_heads={m.n_heads}")
   if m.pos == "learned" and cfg.data.seq_len > m.max_len:
     raise ConfigError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_len={m.max_len}, the size "
                       "of the learned position table")
-  if m.pos == "rope" and (m.d_head or m.d_model // m.n_heads) % 2:
-    raise ConfigError("RoPE needs an even head dimension")
+  if cfg.data.pack and not m.packing:
+    raise ConfigError(f"data.pack=true: model.name={m.name!r} takes no packed sequences (its "
+                      "recurrent state would cross document boundaries)")
   # Loosely: training/hardware.py knows the chips; a config only has to name one plausibly.
   if cfg.mesh.topology and not re.fullmatch(r"[a-z][a-z0-9]*:\d+(x\d+)+", cfg.mesh.topology):
     raise ConfigError(f"mesh.topology={cfg.mesh.topology!r} is not a slice name <chip>:<shape>, "
@@ -338,9 +343,10 @@ def validate(cfg: Config, n_devices: int) -> None:
   if micro % dp:
     raise ConfigError(f"the micro-batch train.batch_size/train.grad_accum={micro} is not divisible "
                       f"by the data-parallel size mesh.data*mesh.fsdp={dp}")
-  if m.n_heads % sizes["tensor"] or m.d_ff % sizes["tensor"]:
-    raise ConfigError(f"mesh.tensor={sizes['tensor']} must divide model.n_heads={m.n_heads} and "
-                      f"model.d_ff={m.d_ff}")
+  split = {k: getattr(m, k) for k in ("n_heads", "d_ff") if hasattr(m, k)}   # tensor-parallel
+  if any(v % sizes["tensor"] for v in split.values()):
+    raise ConfigError(f"mesh.tensor={sizes['tensor']} must divide "
+                      + " and ".join(f"model.{k}={v}" for k, v in split.items()))
   if t.warmup_steps > t.steps:
     raise ConfigError(f"train.warmup_steps={t.warmup_steps} exceeds train.steps={t.steps}")
   if t.min_lr > t.lr:
@@ -363,6 +369,10 @@ def from_dict(d: dict) -> Config:
   for name, sub in d.items():
     if name not in secs:
       raise ConfigError(f"config.json has an unknown section {name!r}")
+    if name == "model":
+      import modelzoo
+      kw[name] = modelzoo.config_from_dict(sub)
+      continue
     cls = hints[name]
     known = {f.name for f in fields(cls)}
     unknown = set(sub) - known
@@ -370,3 +380,4 @@ def from_dict(d: dict) -> Config:
       raise ConfigError(f"config.json has unknown keys {sorted(unknown)} in section {name!r}")
     kw[name] = cls(**sub)
   return Config(**kw)
+

@@ -14,16 +14,15 @@ Siblings: dual_stream_29m_kronecker.py (28.2M), dual_stream_29m_independent.py (
 `--aot v5e:2x2` (its mesh.topology) compiles the step for a TPU v5e 2x2 slice, data parallel over
 the 4 chips, float32, no remat, one batch of 64 x 256: 3.4 GiB per chip of 16, fits (docs/scale.md).
 """
-from configs.base import (CheckpointConfig, Config, DataConfig, MeshConfig, ModelConfig,
-                          TrainConfig)
+from configs.base import CheckpointConfig, Config, DataConfig, MeshConfig, TrainConfig
+from modelzoo.dual_stream.config import DualStreamConfig
 
 
-def model(**kw) -> ModelConfig:
-  base = dict(name="dual_stream", vocab_size=50257, d_model=384, n_layers=6, n_heads=6, d_ff=1536,
-              max_len=256, norm="layernorm", norm_bias=True, pos="rope", mlp="gelu",
-              use_bias=False, tie_embeddings=True, mix_v="dense", mix_o="dense", mix_up="dense",
-              mix_down="dense", cln=True, v_norm=True)
-  return ModelConfig(**{**base, **kw})
+def model(**kw) -> DualStreamConfig:
+  base = dict(vocab_size=50257, d_model=384, n_layers=6, n_heads=6, d_ff=1536, max_len=256,
+              norm="layernorm", norm_bias=True, pos="rope", tie_embeddings=True, mix_v="dense",
+              mix_o="dense", mix_up="dense", mix_down="dense", cln=True, v_norm=True)
+  return DualStreamConfig(**{**base, **kw})
 
 
 def get_config(**model_kw) -> Config:

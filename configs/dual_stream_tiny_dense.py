@@ -11,15 +11,15 @@ standard library. Variants: dual_stream_tiny_kronecker.py, dual_stream_tiny_inde
 frozen-token-stream variant is `model.frozen_tokens=true`; the spec's "fully independent" model adds
 `model.mix_up=independent model.mix_down=independent`.
 """
-from configs.base import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+from configs.base import CheckpointConfig, Config, DataConfig, TrainConfig
+from modelzoo.dual_stream.config import DualStreamConfig
 
 
 def get_config(**model_kw) -> Config:
-  model = dict(name="dual_stream", vocab_size=256, d_model=128, n_layers=4, n_heads=4, d_ff=512,
-               max_len=128, norm="layernorm", norm_bias=True, pos="rope", mlp="gelu",
-               use_bias=False, tie_embeddings=True)
+  model = dict(vocab_size=256, d_model=128, n_layers=4, n_heads=4, d_ff=512, max_len=128,
+               norm="layernorm", norm_bias=True, pos="rope", tie_embeddings=True)
   return Config(
-      model=ModelConfig(**{**model, **model_kw}),
+      model=DualStreamConfig(**{**model, **model_kw}),
       data=DataConfig(source="stdlib", tokenizer="byte", seq_len=128),
       train=TrainConfig(steps=500, batch_size=16, lr=2e-3, min_lr=2e-4, warmup_steps=50,
                         b2=0.95, weight_decay=0.1, log_every=20, eval_every=250, eval_steps=8),

@@ -15,20 +15,20 @@ batch below (256 x 4096, 1M tokens) is a placeholder, not the paper's. `--aot v5
 mesh.topology) compiles the step for a TPU v5p 2x2x1 slice, fsdp over the 4 chips, remat full, 32
 micro-batches of 8 x 4096: 68.0 GiB per chip of 95, fits (docs/scale.md).
 """
-from configs.base import Config, DataConfig, MeshConfig, ModelConfig, TrainConfig
+from configs.base import Config, DataConfig, MeshConfig, TrainConfig
+from modelzoo.mamba2.config import Mamba2Config
 
 PATTERN = "M-M-M--M-M*-M-M-M-M--M*-M-M-M-M-M*--M-M-M-M-M*-M--M-M-M-"
 
 
 def get_config() -> Config:
   return Config(
-      model=ModelConfig(name="mamba2", layer_pattern=PATTERN, n_layers=len(PATTERN),
-                        vocab_size=256_000, d_model=4096, n_heads=32, n_kv_heads=8, d_ff=16384,
-                        mlp="gelu", gelu_exact=True, d_state=128, d_conv=4, expand=2,
-                        ssm_head_dim=64, ssm_groups=8, ssm_chunk=128, norm="rmsnorm",
-                        norm_bias=False, norm_eps=1e-5, pos="none", use_bias=False,
-                        tie_embeddings=False, max_len=4096, dtype="bfloat16",
-                        remat="full"),
+      model=Mamba2Config(layer_pattern=PATTERN, n_layers=len(PATTERN), vocab_size=256_000,
+                         d_model=4096, n_heads=32, n_kv_heads=8, d_ff=16384, mlp="gelu",
+                         gelu_exact=True, d_state=128, d_conv=4, expand=2, ssm_head_dim=64,
+                         ssm_groups=8, ssm_chunk=128, norm="rmsnorm", norm_bias=False,
+                         norm_eps=1e-5, pos="none", use_bias=False, tie_embeddings=False,
+                         max_len=4096, dtype="bfloat16", remat="full"),
       data=DataConfig(source="tokens", tokenizer="bpe", seq_len=4096),
       train=TrainConfig(steps=100_000, batch_size=256, grad_accum=32, lr=2.5e-4, min_lr=2.5e-5,
                         warmup_steps=2000, b1=0.9, b2=0.95, weight_decay=0.1, clip_norm=1.0),

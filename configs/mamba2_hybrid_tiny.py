@@ -9,16 +9,17 @@ hybrid), 3 MLPs, roughly the paper's 43/7/50 mix at 7 layers. Should show: the l
 validation loss / bits per byte and a sample decoded with the caches (KV cache for attention, conv +
 SSM state for the mixers).
 """
-from configs.base import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+from configs.base import CheckpointConfig, Config, DataConfig, TrainConfig
+from modelzoo.mamba2.config import Mamba2Config
 
 
 def get_config() -> Config:
   return Config(
-      model=ModelConfig(name="mamba2", layer_pattern="M-M*-M-", n_layers=7, vocab_size=256,
-                        d_model=128, n_heads=4, n_kv_heads=2, d_ff=512, mlp="gelu",
-                        d_state=32, d_conv=4, expand=2, ssm_head_dim=32, ssm_groups=1,
-                        ssm_chunk=32, norm="rmsnorm", norm_bias=False, pos="none",
-                        use_bias=False, tie_embeddings=True, max_len=128),
+      model=Mamba2Config(layer_pattern="M-M*-M-", n_layers=7, vocab_size=256, d_model=128,
+                         n_heads=4, n_kv_heads=2, d_ff=512, mlp="gelu", d_state=32, d_conv=4,
+                         expand=2, ssm_head_dim=32, ssm_groups=1, ssm_chunk=32, norm="rmsnorm",
+                         norm_bias=False, pos="none", use_bias=False, tie_embeddings=True,
+                         max_len=128),
       data=DataConfig(source="stdlib", tokenizer="byte", seq_len=128),
       train=TrainConfig(steps=300, batch_size=16, lr=2e-3, min_lr=2e-4, warmup_steps=30,
                         b2=0.99, weight_decay=0.1, log_every=20, eval_every=100, eval_steps=8),

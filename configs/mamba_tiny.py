@@ -8,14 +8,15 @@ docs/mamba.md), then eval.py reporting the validation loss / bits per byte and a
 the recurrent cache (conv state + SSM state per layer, one token at a time). See docs/mamba.md for a
 measured run.
 """
-from configs.base import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+from configs.base import CheckpointConfig, Config, DataConfig, TrainConfig
+from modelzoo.mamba.config import MambaConfig
 
 
 def get_config() -> Config:
   return Config(
-      model=ModelConfig(name="mamba", vocab_size=256, d_model=128, n_layers=4, d_state=16,
-                        d_conv=4, expand=2, ssm_chunk=64, norm="rmsnorm", norm_bias=False,
-                        pos="none", use_bias=False, tie_embeddings=True, max_len=128),
+      model=MambaConfig(vocab_size=256, d_model=128, n_layers=4, d_state=16, d_conv=4, expand=2,
+                        ssm_chunk=64, norm="rmsnorm", norm_bias=False, pos="none",
+                        use_bias=False, tie_embeddings=True, max_len=128),
       data=DataConfig(source="stdlib", tokenizer="byte", seq_len=128),
       train=TrainConfig(steps=300, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=30,
                         b2=0.99, weight_decay=0.1, log_every=20, eval_every=100, eval_steps=8),

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from safetensors import numpy as st_np
 
+import modelzoo
 from configs.base import ConfigError, ModelConfig
 from interop.params_io import save_file
 
@@ -40,7 +41,7 @@ def hf_arch(m: ModelConfig) -> str:
   style = (m.norm, m.pos, m.mlp)
   if style == ("layernorm", "learned", "gelu"):
     arch = "gpt2"
-    d_head = m.d_head or m.d_model // m.n_heads
+    d_head = m.head_dim
     if m.n_kv_heads not in (0, m.n_heads):
       why.append(f"model.n_kv_heads={m.n_kv_heads} (GPT-2 has no grouped-query attention)")
     if d_head * m.n_heads != m.d_model:
@@ -93,8 +94,8 @@ def hf_config(m: ModelConfig, dtype: str) -> dict:
                 initializer_range=m.init_std, torch_dtype=dtype, **NO_SPECIAL_TOKENS)
   return dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=m.vocab_size,
               hidden_size=m.d_model, intermediate_size=m.d_ff, num_hidden_layers=m.n_layers,
-              num_attention_heads=m.n_heads, num_key_value_heads=m.n_kv_heads or m.n_heads,
-              head_dim=m.d_head or m.d_model // m.n_heads, max_position_embeddings=m.max_len,
+              num_attention_heads=m.n_heads, num_key_value_heads=m.kv_heads,
+              head_dim=m.head_dim, max_position_embeddings=m.max_len,
               rms_norm_eps=m.norm_eps, rope_theta=m.rope_theta,
               rope_parameters=dict(rope_type="default", rope_theta=m.rope_theta),
               hidden_act="silu", tie_word_embeddings=m.tie_embeddings, attention_bias=m.use_bias,
@@ -102,8 +103,9 @@ def hf_config(m: ModelConfig, dtype: str) -> dict:
               torch_dtype=dtype, **NO_SPECIAL_TOKENS)
 
 
-def from_hf_config(c: dict, defaults: ModelConfig = ModelConfig()) -> ModelConfig:
-  """The ModelConfig of an HF config.json; non-architectural fields (remat, dtypes, ...) from defaults."""
+def from_hf_config(c: dict, defaults: ModelConfig | None = None) -> ModelConfig:
+  """The decoder config of an HF config.json; non-architectural fields (remat, dtypes, ...) from
+  defaults (any family's config: the fields it shares with the decoder)."""
   kind = c.get("model_type")
   if kind == "gpt2":
     act = c.get("activation_function", "gelu_new")
@@ -146,8 +148,9 @@ def from_hf_config(c: dict, defaults: ModelConfig = ModelConfig()) -> ModelConfi
                 tie_embeddings=c.get("tie_word_embeddings", False))
   else:
     raise ConfigError(f"HF model_type={kind!r} is not supported: seqzoo imports gpt2 and llama")
-  return dataclasses.replace(defaults, name="decoder", norm_placement="pre", attention="softmax",
-                             qk_norm=False, layer_scale=0.0, hybrid_norm=False, **arch)
+  decoder = modelzoo.as_family(defaults or modelzoo.model_config("decoder"), "decoder")
+  return dataclasses.replace(decoder, norm_placement="pre", attention="softmax", qk_norm=False,
+                             layer_scale=0.0, hybrid_norm=False, **arch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,8 +161,8 @@ def to_hf(params, m: ModelConfig, dtype=None) -> tuple[dict, dict]:
   p = _tree_map(np.asarray, params)
   dtype = np.dtype(dtype or p["embed"]["embedding"].dtype)
   arch, out = hf_arch(m), {}
-  H, K = m.n_heads, m.n_kv_heads or m.n_heads
-  d = m.d_head or m.d_model // H
+  H, K = m.n_heads, m.kv_heads
+  d = m.head_dim
   D = m.d_model
   bias = lambda l, name, n: l[name]["bias"].reshape(-1) if "bias" in l[name] else np.zeros(n, dtype)
   for i, l in enumerate(per_layer(p, m)):
@@ -205,7 +208,8 @@ def to_hf(params, m: ModelConfig, dtype=None) -> tuple[dict, dict]:
   return hf_config(m, dtype.name), tensors
 
 
-def from_hf(c: dict, tensors: dict, defaults: ModelConfig = ModelConfig()) -> tuple[ModelConfig, dict]:
+def from_hf(c: dict, tensors: dict,
+            defaults: ModelConfig | None = None) -> tuple[ModelConfig, dict]:
   """(ModelConfig, our params as numpy) from an HF config dict and its tensors (names as saved)."""
   m = from_hf_config(c, defaults)
   # GPT2Model checkpoints (no LM head) name tensors without the "transformer." prefix.
@@ -218,8 +222,8 @@ def from_hf(c: dict, tensors: dict, defaults: ModelConfig = ModelConfig()) -> tu
       raise ConfigError(f"the HF checkpoint has no tensor {name!r} (model_type={c.get('model_type')!r})")
     used.add(name)
     return np.asarray(tensors[name])
-  H, K = m.n_heads, m.n_kv_heads or m.n_heads
-  d, D, F = m.d_head or m.d_model // H, m.d_model, m.d_ff
+  H, K = m.n_heads, m.kv_heads
+  d, D, F = m.head_dim, m.d_model, m.d_ff
   layers = []
   for i in range(m.n_layers):
     if m.pos == "learned":

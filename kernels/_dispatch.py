@@ -21,7 +21,7 @@ from typing import Callable
 
 import jax
 
-IMPLS = ("auto", "xla", "pallas", "interpret")
+from kernels import IMPLS
 
 
 def check_impl(impl: str) -> str:

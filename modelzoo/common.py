@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 
+import flax.linen as nn
 import jax.numpy as jnp
 
 from layers.attention import Attention
@@ -18,21 +19,14 @@ from layers.norm import Norm
 from layers.sharding import constrain
 
 
-def d_head(m) -> int:
-  return m.d_head or m.d_model // m.n_heads
-
-
-def n_kv_heads(m) -> int:
-  return m.n_kv_heads or m.n_heads
-
-
 def dtypes(m) -> dict:
   return dict(dtype=jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype))
 
 
 def matmul_dtypes(m) -> dict:
-  """dtypes() and model.matmul_dtype ("" = dtype), for the layers that honour it."""
-  return dict(dtypes(m), matmul_dtype=jnp.dtype(m.matmul_dtype or m.dtype))
+  """dtypes() and the matmuls' operand dtype (the decoder's model.matmul_dtype), for the layers
+  that take it."""
+  return dict(dtypes(m), matmul_dtype=jnp.dtype(m.dot_dtype))
 
 
 def out_std(m) -> float:
@@ -49,7 +43,7 @@ def attention(m, decode: bool, window: int | None = None):
   """The decoder's attention layer (GQA, RoPE, sigmoid or softmax, QK-norm): also the attention
   layers of the DeltaNet and Mamba-2 hybrids."""
   return functools.partial(
-      Attention, n_heads=m.n_heads, n_kv_heads=n_kv_heads(m), d_head=d_head(m), kind=m.attention,
+      Attention, n_heads=m.n_heads, n_kv_heads=m.kv_heads, d_head=m.head_dim, kind=m.attention,
       sigmoid_bias=-math.log(m.max_len), rope_theta=m.rope_theta if m.pos == "rope" else None,
       use_bias=m.use_bias, impl=m.attn_impl, qk_norm=m.norm if m.qk_norm else "none",
       qk_norm_eps=m.norm_eps, window=window, init_std=m.init_std, out_std=out_std(m),
@@ -61,25 +55,41 @@ def mlp(m):
                            init_std=m.init_std, out_std=out_std(m), **matmul_dtypes(m))
 
 
-def language_model(m, tokens_BT, positions_BT, body, final_norm: bool = True):
-  """Embedding (+ learned positions) -> body(x, positions) -> final norm -> (tied) head. Called
-  from a compact method, so the modules made here belong to the calling model."""
-  if positions_BT is None:
-    positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
-  embed = Embed(m.vocab_size, m.d_model, m.init_std, name="embed", **matmul_dtypes(m))
-  x_BTD = embed(tokens_BT)
-  if m.pos == "learned":
-    x_BTD = x_BTD + Embed(m.max_len, m.d_model, m.init_std, names=(None, "embed"), name="pos",
-                          **dtypes(m))(positions_BT)
-  x_BTD = body(constrain(x_BTD, ("batch", "length", "act_embed")), positions_BT)
-  if final_norm:
-    x_BTD = norm(m)(name="norm_f")(x_BTD)
-  if m.tie_embeddings:
-    logits_BTV = embed.attend(x_BTD)
-  else:
-    logits_BTV = Dense((m.vocab_size,), ("embed", "vocab"), use_bias=False, init_std=m.init_std,
-                       name="head", **matmul_dtypes(m))(x_BTD)
-  return constrain(logits_BTV, ("batch", "length", "act_vocab"))
+class LM(nn.Module):
+  """Embedding (+ learned positions) -> the layers -> final norm -> (tied) head: the frame of every
+  family but the Dual-Stream model. A family defines layers() (and may define final_norm())."""
+  cfg: object                   # the family's config (modelzoo/<family>/config.py)
+  decode: bool = False
+
+  @nn.nowrap
+  def layers(self):
+    """The layer stack, made inside __call__ (its modules belong to this model): a callable
+    (x_BTD, positions_BT, segment_ids_BT, logit_scale) -> x_BTD."""
+    raise NotImplementedError
+
+  def final_norm(self) -> bool:
+    return True
+
+  @nn.compact
+  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
+    m = self.cfg
+    if positions_BT is None:
+      positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+    embed = Embed(m.vocab_size, m.d_model, m.init_std, name="embed", **matmul_dtypes(m))
+    x_BTD = embed(tokens_BT)
+    if m.pos == "learned":
+      x_BTD = x_BTD + Embed(m.max_len, m.d_model, m.init_std, names=(None, "embed"), name="pos",
+                            **dtypes(m))(positions_BT)
+    x_BTD = constrain(x_BTD, ("batch", "length", "act_embed"))
+    x_BTD = self.layers()(x_BTD, positions_BT, segment_ids_BT, logit_scale)
+    if self.final_norm():
+      x_BTD = norm(m)(name="norm_f")(x_BTD)
+    if m.tie_embeddings:
+      logits_BTV = embed.attend(x_BTD)
+    else:
+      logits_BTV = Dense((m.vocab_size,), ("embed", "vocab"), use_bias=False, init_std=m.init_std,
+                         name="head", **matmul_dtypes(m))(x_BTD)
+    return constrain(logits_BTV, ("batch", "length", "act_vocab"))
 
 
 def flops_per_token(m, n_params: int, kernel_flops: float) -> float:

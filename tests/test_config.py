@@ -1,5 +1,6 @@
 """Config: overrides parse to the field types; every bad value fails early with a message naming it."""
 import glob
+import json
 import subprocess
 import sys
 
@@ -94,6 +95,52 @@ def test_every_config_file_loads_validates_and_documents_its_command(path):
 def test_json_round_trip():
   cfg = apply_overrides(Config(), ["model.n_layers=3", "train.lr=0.01"])
   assert base.from_dict(base.to_dict(cfg)) == cfg
+
+
+# The model section of a run saved before each family had its own config: one flat ModelConfig
+# with every family's fields (configs/mamba_tiny.py's).
+FLAT_MAMBA_TINY = {
+    "name": "mamba", "vocab_size": 256, "d_model": 128, "n_layers": 4, "n_heads": 4,
+    "n_kv_heads": 0, "d_head": 0, "d_ff": 1024, "max_len": 128, "norm": "rmsnorm",
+    "norm_bias": False, "norm_eps": 1e-05, "norm_placement": "pre", "pos": "none",
+    "rope_theta": 10000.0, "mlp": "gelu", "gelu_exact": False, "use_bias": False,
+    "tie_embeddings": True, "attention": "softmax", "attn_impl": "auto", "init_std": 0.02,
+    "scan_layers": True, "remat": "none", "param_dtype": "float32", "dtype": "float32",
+    "matmul_dtype": "", "mix_v": "dense", "mix_o": "dense", "mix_up": "dense", "mix_down": "dense",
+    "cln": True, "v_norm": True, "frozen_tokens": False, "kron_init": "identity",
+    "qk_norm": False, "layer_scale": 0.0, "hybrid_norm": False, "dn_conv": 4, "dn_gate": False,
+    "dn_decay": False, "dn_chunk": 64, "dn_hybrid": "none", "dn_window": 512, "d_state": 16,
+    "d_conv": 4, "expand": 2, "dt_rank": 0, "dt_min": 0.001, "dt_max": 0.1, "ssm_head_dim": 64,
+    "ssm_groups": 1, "ssm_chunk": 64, "layer_pattern": ""}
+
+
+def test_a_flat_config_json_of_an_older_run_loads_as_the_same_run(tmp_path):
+  from training import workdir
+  cfg = base.load("configs/mamba_tiny.py")
+  old = dict(base.to_dict(cfg), model=FLAT_MAMBA_TINY)
+  assert base.from_dict(old) == cfg            # the other families' fields are dropped
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  workdir.check_workdir(tmp_path, cfg)         # train.py resumes it
+  with pytest.raises(ConfigError, match="holds another run"):
+    workdir.check_workdir(tmp_path, apply_overrides(cfg, ["model.d_state=8"]))
+  with pytest.raises(ConfigError, match="unknown keys \\['d_stat'\\]"):
+    base.from_dict(dict(old, model=dict(FLAT_MAMBA_TINY, d_stat=8)))
+
+
+def test_model_name_selects_the_family_and_its_fields():
+  cfg = base.load("configs/quickstart.py",
+                  ["model.d_state=8", "model.name=mamba", "model.pos=none"])
+  assert type(cfg.model).__name__ == "MambaConfig" and cfg.model.d_state == 8   # name goes first
+  assert cfg.model.d_model == 128                                      # kept: both have it
+  validate(cfg, 1)
+  with pytest.raises(ConfigError) as e:                                # another family's field
+    apply_overrides(cfg, ["model.n_heads=8"])
+  assert "unknown config key 'model.n_heads'" in str(e.value)
+  assert "only implemented for model.name='decoder'" in str(e.value), str(e.value)
+  with pytest.raises(ConfigError, match="did you mean 'model.d_state'"):
+    apply_overrides(cfg, ["model.d_stat=8"])
+  with pytest.raises(ConfigError, match="did you mean 'model.n_heads'"):
+    base.model_config("decoder", n_head=4)
 
 
 def test_cli_reports_a_typo_without_traceback_and_before_compiling():

@@ -11,9 +11,9 @@ from layers import sharding
 from training import step as step_lib
 
 TARGET = {"tpu": "tpu_custom_call", "cuda": "__gpu$xla.gpu.triton"}
-TINY = ["model.d_model=64", "model.n_layers=2", "model.n_heads=2", "model.d_ff=128", "model.max_len=128",
-        "data.seq_len=128", "train.batch_size=2", "train.warmup_steps=1", "mesh.data=1",
-        "model.attn_impl=pallas"]
+TINY = ["model.d_model=64", "model.n_layers=2", "model.max_len=128", "data.seq_len=128",
+        "train.batch_size=2", "train.warmup_steps=1", "mesh.data=1", "model.attn_impl=pallas"]
+HEADS = ["model.n_heads=2", "model.d_ff=128"]     # in the families that have these fields
 # (model, kernel it exercises, extra overrides)
 CASES = [
     ("decoder", "attention", []),
@@ -24,8 +24,10 @@ CASES = [
 ]
 
 
-def lower_train_step(overrides, platform):
-  cfg = base.load("configs/quickstart.py", TINY + overrides)
+def lower_train_step(name, overrides, platform):
+  """quickstart's config as model.name=name (the fields both families have kept)."""
+  heads = HEADS if "n_heads" in modelzoo.config_fields()[name] else []
+  cfg = base.load("configs/quickstart.py", [f"model.name={name}", *TINY, *heads, *overrides])
   modelzoo.check(cfg.model)
   model, (tx, schedule) = modelzoo.build(cfg.model), step_lib.make_optimizer(cfg.train)
 
@@ -41,10 +43,10 @@ def lower_train_step(overrides, platform):
 @pytest.mark.parametrize("platform", ["tpu", "cuda"])
 @pytest.mark.parametrize("name, kernel, extra", CASES, ids=[c[1] for c in CASES])
 def test_train_step_lowers_with_the_pallas_kernel(name, kernel, extra, platform):
-  module = modelzoo.REGISTRY[name].split(":")[0]
+  module = modelzoo.REGISTRY[name][1].split(":")[0]
   try:
     importlib.import_module(module)
   except ModuleNotFoundError as e:
     pytest.fail(f"{module} is registered but missing: {e}")
-  text = lower_train_step([f"model.name={name}", *extra], platform)
+  text = lower_train_step(name, extra, platform)
   assert TARGET[platform] in text, f"no {TARGET[platform]} in the {platform} train step"

@@ -1,5 +1,7 @@
 """The decoder LM: parameter counts against analytic formulas and published sizes, logical axis names,
 scan == unrolled, packed sequences == separate sequences, KV-cache decoding == full forward."""
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -74,7 +76,7 @@ def init(cfg, T=16, seed=0):
 def test_scan_equals_unrolled():
   cfg = TINY[0]
   p = init(cfg)
-  unrolled = cfg.__class__(**{**cfg.__dict__, "scan_layers": False})
+  unrolled = dataclasses.replace(cfg, scan_layers=False)
   pu = {k: v for k, v in p.items() if k != "layers"}
   for i in range(cfg.n_layers):
     pu[f"layers_{i}"] = jax.tree.map(lambda x: x[i], p["layers"])
@@ -108,7 +110,7 @@ def test_remat_keeps_values_and_grads():
   loss = lambda c: lambda p: modelzoo.build(c).apply({"params": p}, x).astype(jnp.float32).mean()
   g0 = jax.jit(jax.grad(loss(cfg)))(p)
   for policy in ("full", "dots"):
-    rc = cfg.__class__(**{**cfg.__dict__, "remat": policy})
+    rc = dataclasses.replace(cfg, remat=policy)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g0, jax.jit(jax.grad(loss(rc)))(p))
 
 

@@ -14,8 +14,8 @@ from configs import base
 from kernels.attention import cpu
 from layers import sharding
 
-TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=4", "model.d_ff=64",
-        "model.max_len=32", "data.seq_len=32"]
+TINY = ["model.d_model=32", "model.n_layers=1", "model.max_len=32", "data.seq_len=32"]
+HEADS = ["model.n_heads=4", "model.d_ff=64"]     # in the families that have these fields
 B, T = 8, 32
 # kernel family -> (config, overrides, packed with segment ids)
 FAMILIES = {
@@ -38,9 +38,14 @@ MESHES = [dict(data=8, fsdp=1, tensor=1), dict(data=1, fsdp=4, tensor=2),
           dict(data=2, fsdp=1, tensor=4)]
 
 
+def load(family, impl):
+  path, extra, _ = FAMILIES[family]
+  heads = HEADS if "n_heads" in modelzoo.config_fields()[base.load(path).model.name] else []
+  return base.load(path, TINY + heads + extra + [f"model.attn_impl={impl}"])
+
+
 def setup(family, impl):
-  path, extra, packed = FAMILIES[family]
-  cfg = base.load(path, TINY + extra + [f"model.attn_impl={impl}"])
+  cfg, packed = load(family, impl), FAMILIES[family][2]
   modelzoo.check(cfg.model)
   model = modelzoo.build(cfg.model)
   rng = np.random.default_rng(0)
@@ -154,9 +159,8 @@ def test_every_kernel_call_is_inside_shard_map(family):
   mesh = sharding.make_mesh(MESHES[1])
   b_sh = sharding.batch_sharding(mesh)
   tok = jax.ShapeDtypeStruct((B, T), jnp.int32, sharding=b_sh)
-  path, extra, _ = FAMILIES[family]
   for impl in ("interpret", "pallas"):
-    model = modelzoo.build(base.load(path, TINY + extra + [f"model.attn_impl={impl}"]).model)
+    model = modelzoo.build(load(family, impl).model)
     with sharding.activate(mesh):
       boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))
     params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

@@ -73,10 +73,10 @@ def test_tiny_formula_and_logical_names():
 
 
 def test_layouts_and_config_errors():
-  assert deltanet.layout(replace(TINY, n_layers=6)) == "DSDSDS"
+  assert replace(TINY, n_layers=6).layout == "DSDSDS"
   glob = replace(TINY, dn_hybrid="global", n_layers=24)
-  assert deltanet.layout(glob) == "DA" + "D" * 10 + "A" + "D" * 11     # layers 2 and 13, 1-based
-  assert deltanet.runs(deltanet.layout(glob)) == [("D", 1), ("A", 1), ("D", 10), ("A", 1),
+  assert glob.layout == "DA" + "D" * 10 + "A" + "D" * 11     # layers 2 and 13, 1-based
+  assert deltanet.runs(glob.layout) == [("D", 1), ("A", 1), ("D", 10), ("A", 1),
                                                    ("D", 11)]
   assert deltanet.runs("DSDSDS") == [("DS", 3)]
   for kw, key in (({"dn_chunk": 8}, "dn_chunk"), ({"dn_hybrid": "x"}, "dn_hybrid"),

@@ -16,7 +16,7 @@ import modelzoo
 from configs import base
 from layers import sharding
 from layers.head_mix import HeadMix
-from modelzoo.dual_stream.model import check_config, interpret
+from modelzoo.dual_stream.model import interpret
 from interop.generate import generate
 
 
@@ -42,7 +42,7 @@ def count(cfg) -> int:
                                        ("independent", 28.5e6)])
 def test_paper_scale_parameter_counts(mix, paper):
   cfg = base.load(f"configs/dual_stream_29m_{mix}.py").model
-  check_config(cfg)
+  modelzoo.check(cfg)
   assert (cfg.mix_v, cfg.mix_o, cfg.n_layers, cfg.d_model, cfg.vocab_size) == (mix, mix, 6, 384, 50257)
   n = count(cfg)
   assert n == n_params_formula(cfg)
@@ -96,9 +96,9 @@ def test_head_mix_equals_the_lifted_matrix(kind):
   np.testing.assert_allclose(np.asarray(y).reshape(2, 7, H * F), ref, atol=1e-5)
 
 
-TINY = base.ModelConfig(
-    name="dual_stream", vocab_size=61, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=32,
-    pos="rope", use_bias=False, mix_v="kronecker", mix_o="kronecker")
+TINY = base.model_config(
+    "dual_stream", vocab_size=61, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=32,
+    pos="rope", mix_v="kronecker", mix_o="kronecker")
 
 
 def init(cfg, T=16):
@@ -198,13 +198,13 @@ def test_kv_cache_decoding_equals_full_forward(cfg, sample):
 
 def test_config_errors():
   with pytest.raises(base.ConfigError, match="model.pos"):
-    check_config(dataclasses.replace(TINY, pos="learned"))
+    modelzoo.check(dataclasses.replace(TINY, pos="learned"))
   with pytest.raises(base.ConfigError, match="model.mix_up"):
-    check_config(dataclasses.replace(TINY, mix_up="kronecker"))
+    modelzoo.check(dataclasses.replace(TINY, mix_up="kronecker"))
   with pytest.raises(base.ConfigError, match="model.mix_v"):
-    check_config(dataclasses.replace(TINY, mix_v="diagonal"))
+    modelzoo.check(dataclasses.replace(TINY, mix_v="diagonal"))
   with pytest.raises(base.ConfigError, match="model.d_ff"):
-    check_config(dataclasses.replace(TINY, d_ff=63))
+    modelzoo.check(dataclasses.replace(TINY, d_ff=63))
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ papers' figures), the layer-pattern grammar, scan == unrolled for periodic patte
 decoding (conv + SSM state, one token at a time, and chunked prefills from a cached state) ==
 the chunked forward pass, generate(cache) == generate(no cache), and a few train.py steps lowering
 the loss followed by eval.py sampling."""
+import dataclasses
 import functools
 import json
 import math
@@ -15,16 +16,16 @@ import pytest
 
 import entry
 import modelzoo
-from configs.base import ConfigError, ModelConfig, load, validate
+from configs.base import ConfigError, load, model_config, validate
 from interop.generate import generate
-from modelzoo.mamba2.model import layer_pattern, unit_of
+from modelzoo.mamba2.model import unit_of
 
 
 def mamba_params(c) -> int:
   """Embedding (+ untied head) + L × (RMSNorm + in_proj + conv + x_proj + dt_proj + A_log + D +
   out_proj) + final norm."""
   D, E, N, K, V = c.d_model, c.expand * c.d_model, c.d_state, c.d_conv, c.vocab_size
-  R = c.dt_rank or math.ceil(D / 16)
+  R = c.dt_rank or math.ceil(D / 16)   # (independent of MambaConfig.rank)
   b = 1 if c.use_bias else 0
   layer = D + 2 * D * E + b * 2 * E + K * E + E + E * (R + 2 * N) + R * E + E + E * N + E \
       + E * D + b * D
@@ -44,7 +45,7 @@ def mamba2_params(c) -> int:
   dh = c.d_head or D // Ha
   att = D * dh * (2 * Ha + 2 * Ka) + b * (Ha * dh + 2 * Ka * dh + D)
   mlp = (3 if c.mlp == "swiglu" else 2) * D * c.d_ff + b * (c.d_ff * (2 if c.mlp == "swiglu" else 1) + D)
-  p = layer_pattern(c)
+  p = c.layer_pattern or "M" * c.n_layers
   return (c.vocab_size * D * (1 if c.tie_embeddings else 2) + D + len(p) * D
           + p.count("M") * m + p.count("*") * att + p.count("-") * mlp)
 
@@ -85,7 +86,7 @@ def tiny(name, **kw):
   if name == "mamba2":
     base.update(n_layers=6, layer_pattern="M*-M*-", n_heads=4, n_kv_heads=2, d_ff=64,
                 d_state=16, ssm_head_dim=16, ssm_groups=2)
-  return ModelConfig(name=name, **{**base, **kw})
+  return model_config(name, **{**base, **kw})
 
 
 MAMBA, HYBRID = tiny("mamba"), tiny("mamba2")
@@ -105,7 +106,7 @@ def test_layer_pattern_grammar():
   p8b = load("configs/mamba2_hybrid_8b.py").model.layer_pattern
   assert (len(p8b), p8b.count("M"), p8b.count("*"), p8b.count("-")) == (56, 24, 4, 28)
   assert unit_of("M*-M*-") == "M*-" and unit_of("MMMM") == "M" and unit_of(p8b) == p8b
-  assert layer_pattern(tiny("mamba2", layer_pattern="", n_layers=3)) == "MMM"
+  assert tiny("mamba2", layer_pattern="", n_layers=3).pattern == "MMM"
   for bad in (dict(layer_pattern="M*x-", n_layers=4), dict(layer_pattern="M*-", n_layers=4),
               dict(ssm_head_dim=24), dict(ssm_groups=3), dict(ssm_chunk=24, attn_impl="auto"),
               dict(pos="learned")):
@@ -139,7 +140,7 @@ def test_periodic_pattern_scan_equals_unrolled():
     sub = {"M": "mamba", "*": "attn", "-": "mlp"}[kind]
     flat[f"layers_{i}"] = jax.tree.map(lambda x: x[r], p["layers"][f"{sub}_{j}"])
   x = jax.random.randint(jax.random.PRNGKey(1), (2, 20), 0, HYBRID.vocab_size)
-  unrolled = HYBRID.__class__(**{**HYBRID.__dict__, "scan_layers": False})
+  unrolled = dataclasses.replace(HYBRID, scan_layers=False)
   a = jax.jit(modelzoo.build(HYBRID).apply)({"params": p}, x)
   b = jax.jit(modelzoo.build(unrolled).apply)({"params": flat}, x)
   np.testing.assert_allclose(a, b, atol=1e-5)
@@ -176,8 +177,12 @@ def test_recurrent_decode_equals_chunked_forward(cfg):
 
 
 def test_packed_sequences_are_refused():
+  """By validation, before anything traces; a model handed segment ids anyway refuses them."""
+  for path in ("configs/mamba_tiny.py", "configs/mamba2_hybrid_tiny.py"):
+    with pytest.raises(ConfigError, match="data.pack"):
+      validate(load(path, ["data.pack=true"]), 1)
   x = jnp.zeros((1, 8), jnp.int32)
-  with pytest.raises(ConfigError, match="data.pack"):
+  with pytest.raises(ValueError, match="segment ids"):
     jax.eval_shape(lambda: modelzoo.build(MAMBA).init(jax.random.PRNGKey(0), x, jnp.arange(8)[None],
                                                       jnp.ones((1, 8), jnp.int32)))
 

@@ -113,8 +113,7 @@ def xla_cost(compiled) -> tuple[float, float] | None:
 def cut(cfg: base.Config, units: int) -> base.Config:
   """The same run with `units` repeats of the stack's unit, unrolled, on one micro-batch."""
   m, t, p = cfg.model, cfg.train, modelzoo.layer_unit(cfg.model)
-  model = dataclasses.replace(m, scan_layers=False, n_layers=units * p,
-                              layer_pattern=m.layer_pattern[:units * p])
+  model = dataclasses.replace(m.with_depth(units * p), scan_layers=False)
   train = dataclasses.replace(t, batch_size=t.batch_size // t.grad_accum, grad_accum=1)
   return dataclasses.replace(cfg, model=model, train=train)
 

@@ -1,6 +1,6 @@
 """Parameter counts, device peaks, MFU; the metrics writer (metrics.jsonl + TensorBoard).
 
-MFU = achieved model FLOP/s (modelzoo.flops_per_token: 6N + attention, modelzoo/flops.py) /
+MFU = achieved model FLOP/s (modelzoo.flops_per_token: 6N + attention, each family's model.py) /
 (devices x peak FLOP/s of one device). Peaks: the chips' dense bf16 figures from a table
 (training/hardware.py); on CPU a measured f32 matmul peak (training/platform_cpu.py).
 """

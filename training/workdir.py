@@ -38,6 +38,8 @@ def check_workdir(workdir: Path, cfg: base.Config):
   if not isinstance(old, dict):
     raise ConfigError(f"{f} is not a seqzoo config.json; use a new --workdir")
   new = base.to_dict(cfg)
+  if isinstance(old.get("model"), dict):    # as this code reads it: older runs saved every
+    old["model"] = base.to_dict(base.from_dict({"model": old["model"]}))["model"]   # family's
   for sec in ("model", "data"):
     if old.get(sec) != new[sec]:
       diff = sorted(k for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k])

@@ -12,7 +12,6 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-from configs.base import ConfigError
 from layers.block import Block, stack
 from modelzoo import common
 
@@ -25,26 +24,20 @@ def block(m, decode: bool = False):
       layer_scale=m.layer_scale, param_dtype=jnp.dtype(m.param_dtype))
 
 
-class DecoderLM(nn.Module):
-  cfg: object                   # the model config
-  decode: bool = False
+class DecoderLM(common.LM):
+  """cfg: DecoderConfig (modelzoo/decoder/config.py)."""
 
-  @nn.compact
-  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
+  @nn.nowrap
+  def layers(self):
     m = self.cfg
-    layers = stack([block(m, self.decode)] * m.n_layers, scan=m.scan_layers, remat=m.remat)
-    return common.language_model(
-        m, tokens_BT, positions_BT, lambda x, pos: layers(x, pos, segment_ids_BT, logit_scale),
-        final_norm=m.norm_placement == "pre")     # post-norm blocks end normalised
+    return stack([block(m, self.decode)] * m.n_layers, scan=m.scan_layers, remat=m.remat)
+
+  def final_norm(self) -> bool:
+    return self.cfg.norm_placement == "pre"      # post-norm blocks end normalised
 
 
 # ---------------------------------------------------------------------------------------------
 # Registry hooks.
-
-def check_config(m) -> None:
-  if (m.hybrid_norm or m.layer_scale) and m.norm_placement != "pre":
-    raise ConfigError("model.hybrid_norm and model.layer_scale need model.norm_placement=pre")
-
 
 def flops_per_token(m, n_params: int, seq_len: int) -> float:
   return common.flops_per_token(m, n_params, kernel_flops_per_token(m, seq_len))
@@ -52,4 +45,4 @@ def flops_per_token(m, n_params: int, seq_len: int) -> float:
 
 def kernel_flops_per_token(m, seq_len: int) -> float:
   """The attention kernel's part: 12·L·H·d_head·T (scores and values, fwd + bwd)."""
-  return 12.0 * m.n_layers * m.n_heads * common.d_head(m) * seq_len
+  return 12.0 * m.n_layers * m.n_heads * m.head_dim * seq_len

@@ -1,7 +1,7 @@
 """DeltaNet LM (Yang et al. 2024, arXiv:2406.06484), its two attention hybrids, and Gated DeltaNet.
 
 Each layer is a Llama-style pre-norm block,  x += mixer(Norm(x));  x += MLP(Norm(x)),  whose
-mixer is one of (one letter per layer in `layout`):
+mixer is one of (one letter per layer in DeltaNetConfig.layout):
   D  the DeltaNet mixer (layers/deltanet.py); model.dn_decay=true makes it Gated DeltaNet
   S  softmax attention over a sliding window of model.dn_window keys   (dn_hybrid=swa: odd layers)
   A  global softmax attention                    (dn_hybrid=global: layers 2 and L/2+1, 1-based)
@@ -18,21 +18,9 @@ import functools
 
 import flax.linen as nn
 
-from configs.base import ConfigError
 from layers.block import Block, Unit, stack
 from layers.deltanet import DeltaNetMixer
 from modelzoo import common
-
-HYBRIDS = ("none", "swa", "global")
-
-
-def layout(cfg) -> str:
-  L = cfg.n_layers
-  if cfg.dn_hybrid == "swa":
-    return "DS" * (L // 2)
-  if cfg.dn_hybrid == "global":
-    return "".join("A" if i in (1, L // 2) else "D" for i in range(L))
-  return "D" * L
 
 
 def runs(kinds: str) -> list[tuple[str, int]]:
@@ -49,27 +37,6 @@ def runs(kinds: str) -> list[tuple[str, int]]:
   return out
 
 
-def check_config(m) -> None:
-  if m.dn_hybrid not in HYBRIDS:
-    raise ConfigError(f"model.dn_hybrid={m.dn_hybrid!r} is not one of {HYBRIDS}")
-  if m.dn_chunk not in (16, 32, 64):
-    raise ConfigError(f"model.dn_chunk={m.dn_chunk} must be 16, 32 or 64")
-  if m.dn_conv < 0 or m.dn_window < 1:
-    raise ConfigError("model.dn_conv must be >= 0 and model.dn_window >= 1")
-  if m.pos == "learned":
-    raise ConfigError("model.pos=learned: DeltaNet has no position table; use rope (hybrid "
-                      "attention layers) or none")
-  if m.norm_placement != "pre" or m.hybrid_norm or m.layer_scale:
-    raise ConfigError("model.norm_placement=pre without hybrid_norm/layer_scale is the only "
-                      "DeltaNet block")
-  if m.dn_hybrid == "swa" and m.n_layers % 2:
-    raise ConfigError(f"model.dn_hybrid=swa alternates layers: model.n_layers={m.n_layers} must "
-                      "be even")
-  if m.dn_hybrid == "global" and m.n_layers < 4:
-    raise ConfigError(f"model.dn_hybrid=global puts attention on layers 2 and L/2+1: "
-                      f"model.n_layers={m.n_layers} must be >= 4")
-
-
 def flops_per_token(m, n_params: int, seq_len: int) -> float:
   """6N (N without the untied input table) + the mixers' own matmuls, fwd + bwd (x3).
 
@@ -82,15 +49,15 @@ def flops_per_token(m, n_params: int, seq_len: int) -> float:
 
 def kernel_flops_per_token(m, seq_len: int) -> float:
   """The mixers' terms above: the work inside the delta-rule and attention kernels."""
-  H, K, T, C = m.n_heads, common.d_head(m), seq_len, m.dn_chunk
+  H, K, T, C = m.n_heads, m.head_dim, seq_len, m.dn_chunk
   per = {"D": 3.0 * H * (2 * C * 5 * K + 6 * K * K), "A": 12.0 * H * K * T,
          "S": 12.0 * H * K * min(m.dn_window, T)}
-  return sum(per[k] for k in layout(m))
+  return sum(per[k] for k in m.layout)
 
 
 def layer_unit(m) -> int:
   """Layers in the unit the stack repeats ("DS" for swa; the whole stack for global: no repeat)."""
-  unit_runs = runs(layout(m))
+  unit_runs = runs(m.layout)
   return len(unit_runs[0][0]) if len(unit_runs) == 1 else m.n_layers
 
 
@@ -98,7 +65,7 @@ def layer(m, kind: str, decode: bool):
   """A pre-norm block whose mixer is the DeltaNet mixer (D) or attention (S windowed, A global)."""
   if kind == "D":
     mixer = functools.partial(
-        DeltaNetMixer, n_heads=m.n_heads, d_head=common.d_head(m), d_conv=m.dn_conv, gate=m.dn_gate,
+        DeltaNetMixer, n_heads=m.n_heads, d_head=m.head_dim, d_conv=m.dn_conv, gate=m.dn_gate,
         decay=m.dn_decay, chunk_size=m.dn_chunk, norm_eps=m.norm_eps, use_bias=m.use_bias,
         impl=m.attn_impl, init_std=m.init_std, out_std=common.out_std(m), decode=decode,
         **common.dtypes(m))
@@ -108,23 +75,23 @@ def layer(m, kind: str, decode: bool):
                            mixer_name="mixer" if kind == "D" else "attn")
 
 
-class DeltaNetLM(nn.Module):
-  cfg: object                   # the model config
-  decode: bool = False
+class DeltaNetLM(common.LM):
+  """cfg: DeltaNetConfig (modelzoo/deltanet/config.py)."""
 
-  @nn.compact
-  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
-    m = self.cfg
-    groups = runs(layout(m))
+  @nn.nowrap
+  def layers(self):
+    m, stacks = self.cfg, []
+    groups = runs(m.layout)
+    for i, (unit, repeats) in enumerate(groups):
+      name = "layers" if len(groups) == 1 else f"layers{i}"
+      f = layer(m, unit, self.decode) if len(unit) == 1 else functools.partial(
+          Unit, layers=tuple(layer(m, k, self.decode) for k in unit),
+          names=tuple(f"block{j}" for j in range(len(unit))))
+      stacks.append(stack([f] * repeats, scan=m.scan_layers and repeats > 1, remat=m.remat,
+                          name=name, names=None if repeats > 1 else [name]))
 
-    def body(x_BTD, pos_BT):
-      for i, (unit, repeats) in enumerate(groups):
-        name = "layers" if len(groups) == 1 else f"layers{i}"
-        f = layer(m, unit, self.decode) if len(unit) == 1 else functools.partial(
-            Unit, layers=tuple(layer(m, k, self.decode) for k in unit),
-            names=tuple(f"block{j}" for j in range(len(unit))))
-        x_BTD = stack([f] * repeats, scan=m.scan_layers and repeats > 1, remat=m.remat,
-                      name=name, names=None if repeats > 1 else [name])(
-                          x_BTD, pos_BT, segment_ids_BT, logit_scale)
+    def run(x_BTD, *args):
+      for s in stacks:
+        x_BTD = s(x_BTD, *args)
       return x_BTD
-    return common.language_model(m, tokens_BT, positions_BT, body)
+    return run

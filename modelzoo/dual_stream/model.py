@@ -24,19 +24,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from configs.base import ConfigError
 from layers.attention import attend, attend_explicit, cached_attention
 from layers.block import stack
 from layers.dense import Dense
 from layers.embed import Embed, rope
-from layers.head_mix import KINDS, HeadMix, n_macs
+from layers.head_mix import HeadMix, n_macs
 from layers.sharding import constrain
 from modelzoo import common
-
-
-def _dims(cfg):
-  H = cfg.n_heads
-  return H, cfg.d_model // H, cfg.d_ff // H        # heads, d_head, FFN units per head
 
 
 class DualStreamAttention(nn.Module):
@@ -46,7 +40,7 @@ class DualStreamAttention(nn.Module):
   @nn.compact
   def __call__(self, u_BTD, xv_BTD, positions_BT, segment_ids_BT, logit_scale):
     cfg = self.cfg
-    H, Dh, _ = _dims(cfg)
+    H, Dh = cfg.n_heads, cfg.head_dim
     B, T, D = u_BTD.shape
     kw = dict(init_std=cfg.init_std, **common.dtypes(cfg))
     qk = lambda name: Dense((H, Dh), ("embed", "heads", "kv"), use_bias=False, name=name, **kw)(u_BTD)
@@ -81,7 +75,7 @@ class DualStreamFFN(nn.Module):
   @nn.compact
   def __call__(self, w_BTD):
     cfg = self.cfg
-    H, Dh, Fh = _dims(cfg)
+    H, Dh, Fh = cfg.n_heads, cfg.head_dim, cfg.ffn_head_dim
     B, T, D = w_BTD.shape
     # The hidden units are laid out (H, F/H) whatever the mixing, so dense and per-head FFNs share
     # one code path: a dense up map is just a full (H, Dh, H, F/H) kernel.
@@ -118,7 +112,7 @@ class DualStreamBlock(nn.Module):
 
 
 class DualStreamLM(nn.Module):
-  cfg: object                   # configs.base.ModelConfig
+  cfg: object                   # DualStreamConfig (modelzoo/dual_stream/config.py)
   decode: bool = False
 
   def setup(self):
@@ -187,37 +181,9 @@ def interpret(params, tokens_BT, positions_BT=None, segment_ids_BT=None, *, mode
   return out
 
 
-def check_config(m) -> None:
-  for key in ("mix_v", "mix_o"):
-    if getattr(m, key) not in KINDS:
-      raise ConfigError(f"model.{key}={getattr(m, key)!r} is not one of {KINDS}")
-  for key in ("mix_up", "mix_down"):   # a Kronecker map cannot change the per-head width
-    if getattr(m, key) not in ("dense", "independent"):
-      raise ConfigError(f"model.{key}={getattr(m, key)!r} is not one of ('dense', 'independent')")
-  if m.kron_init not in ("identity", "normal"):
-    raise ConfigError(f"model.kron_init={m.kron_init!r} is not one of ('identity', 'normal')")
-  if m.pos == "learned":
-    raise ConfigError("model.pos='learned': the Dual-Stream model adds no position vector to its "
-                      "streams; use 'rope' (the paper's) or 'none'")
-  bad = {"attention": "softmax", "mlp": "gelu", "norm_placement": "pre", "use_bias": False}
-  for key, want in bad.items():
-    if getattr(m, key) != want:
-      raise ConfigError(f"model.{key}={getattr(m, key)!r}: the Dual-Stream model supports only {want!r}")
-  if m.d_model % m.n_heads:
-    raise ConfigError(f"model.n_heads={m.n_heads} must divide model.d_model={m.d_model} (channels "
-                      "are the heads' slices of the streams)")
-  if m.d_head not in (0, m.d_model // m.n_heads):
-    raise ConfigError(f"model.d_head={m.d_head} must be 0 or d_model/n_heads={m.d_model // m.n_heads}")
-  if m.n_kv_heads not in (0, m.n_heads):
-    raise ConfigError(f"model.n_kv_heads={m.n_kv_heads}: no GQA (V is one channel per head)")
-  if m.d_ff % m.n_heads:
-    raise ConfigError(f"model.n_heads={m.n_heads} must divide model.d_ff={m.d_ff} (FFN units are "
-                      "laid out per head)")
-
-
 def flops_per_token(m, n_params: int, seq_len: int) -> float:
   """6 x matmul MACs + attention; not 6N, since a Kronecker map does H*H*d_h MACs with H*H params."""
-  H, Dh, Fh = _dims(m)
+  H, Dh, Fh = m.n_heads, m.head_dim, m.ffn_head_dim
   layer = (2 * m.d_model ** 2 + n_macs(m.mix_v, H, Dh, Dh) + n_macs(m.mix_o, H, Dh, Dh)
            + n_macs(m.mix_up, H, Dh, Fh) + n_macs(m.mix_down, H, Fh, Dh))
   return 6.0 * (m.n_layers * layer + m.vocab_size * m.d_model) + kernel_flops_per_token(m, seq_len)

@@ -3,7 +3,8 @@
 Mamba-2: Dao & Gu 2024, "Transformers are SSMs" (the SSD mixer, layers/ssm.py:Mamba2).
 Hybrid: Waleffe et al. 2024, "An Empirical Study of Mamba-based Language Models" (Mamba-2-Hybrid).
 
-Layer-pattern grammar (`model.layer_pattern`, the Megatron-LM `--hybrid-layer-pattern` symbols):
+Layer-pattern grammar (`model.layer_pattern`, the Megatron-LM `--hybrid-layer-pattern` symbols;
+checked by Mamba2Config.check, expanded by Mamba2Config.pattern):
 
     pattern := symbol*          symbol := "M" | "*" | "-"
     M  Mamba-2 mixer     *  self-attention (GQA: n_heads, n_kv_heads; model.pos: none | rope)
@@ -26,17 +27,11 @@ import functools
 
 import flax.linen as nn
 
-from configs.base import ConfigError
 from layers.block import Residual, Unit, stack
 from layers.ssm import Mamba2
 from modelzoo import common
-from modelzoo.mamba.model import check_ssm, refuse_packing, ssm_kw
-
-SYMBOLS = {"M": "mamba", "*": "attn", "-": "mlp"}
-
-
-def layer_pattern(m) -> str:
-  return m.layer_pattern or "M" * m.n_layers
+from modelzoo.mamba.model import ssm_kw
+from modelzoo.mamba2.config import SYMBOLS
 
 
 def unit_of(pattern: str) -> str:
@@ -57,51 +52,23 @@ def layer(m, kind: str, decode: bool):
                            f_name={"M": "mixer", "*": "attn", "-": "mlp"}[kind])
 
 
-class Mamba2LM(nn.Module):
-  cfg: object                   # the model config
-  decode: bool = False
+class Mamba2LM(common.LM):
+  """cfg: Mamba2Config (modelzoo/mamba2/config.py)."""
 
-  @nn.compact
-  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
+  @nn.nowrap
+  def layers(self):
     m = self.cfg
-    refuse_packing(m, segment_ids_BT)
-    pattern = layer_pattern(m)
-    unit = unit_of(pattern)
-    repeats = len(pattern) // len(unit)
+    unit = unit_of(m.pattern)
+    repeats = len(m.pattern) // len(unit)
     if m.scan_layers and repeats > 1:   # the unit's layers, scanned over its repeats
-      layers = [functools.partial(Unit, layers=tuple(layer(m, k, self.decode) for k in unit),
-                                  names=tuple(f"{SYMBOLS[k]}_{j}" for j, k in enumerate(unit)))]
-      layers *= repeats
-    else:
-      layers = [layer(m, k, self.decode) for k in pattern]
-    body = stack(layers, scan=m.scan_layers and repeats > 1, remat=m.remat)
-    return common.language_model(m, tokens_BT, positions_BT,
-                                 lambda x, pos: body(x, pos, None, logit_scale))
+      f = functools.partial(Unit, layers=tuple(layer(m, k, self.decode) for k in unit),
+                            names=tuple(f"{SYMBOLS[k]}_{j}" for j, k in enumerate(unit)))
+      return stack([f] * repeats, scan=True, remat=m.remat)
+    return stack([layer(m, k, self.decode) for k in m.pattern], scan=False, remat=m.remat)
 
 
 # ---------------------------------------------------------------------------------------------
 # Registry hooks.
-
-def check_config(c) -> None:
-  check_ssm(c)
-  bad = sorted(set(c.layer_pattern) - set(SYMBOLS))
-  if bad:
-    raise ConfigError(f"model.layer_pattern={c.layer_pattern!r}: unknown symbol(s) {bad}; use "
-                      "M (Mamba-2), * (attention), - (MLP)")
-  if c.layer_pattern and len(c.layer_pattern) != c.n_layers:
-    raise ConfigError(f"model.layer_pattern has {len(c.layer_pattern)} layers but model.n_layers="
-                      f"{c.n_layers}; they must agree")
-  E = c.expand * c.d_model
-  if E % c.ssm_head_dim:
-    raise ConfigError(f"model.ssm_head_dim={c.ssm_head_dim} does not divide the inner width "
-                      f"model.expand * model.d_model = {E}")
-  H = E // c.ssm_head_dim
-  if c.ssm_groups < 1 or H % c.ssm_groups:
-    raise ConfigError(f"model.ssm_groups={c.ssm_groups} must divide the {H} Mamba-2 heads")
-  if c.attn_impl in ("auto", "pallas") and (c.ssm_chunk < 16 or c.ssm_chunk & (c.ssm_chunk - 1)):
-    raise ConfigError(f"model.ssm_chunk={c.ssm_chunk}: with model.attn_impl={c.attn_impl} the "
-                      "SSD chunk must be a power of two >= 16 (Triton tiles)")
-
 
 def flops_per_token(c, n_params: int, seq_len: int) -> float:
   """6N (N without the untied input table) + attention 12·H·d_head·T per attention layer
@@ -112,13 +79,12 @@ def flops_per_token(c, n_params: int, seq_len: int) -> float:
 
 def kernel_flops_per_token(c, seq_len: int) -> float:
   """The SSD and attention terms above: the work inside the ssd and attention kernels."""
-  pattern = layer_pattern(c)
-  E, L, N = c.expand * c.d_model, c.ssm_chunk, c.d_state
+  E, L, N = c.inner, c.ssm_chunk, c.d_state
   ssd = 3 * (2 * L * c.ssm_groups * N + 2 * L * E + 4 * E * N)
-  return (pattern.count("M") * ssd
-          + 12.0 * pattern.count("*") * c.n_heads * common.d_head(c) * seq_len)
+  return (c.pattern.count("M") * ssd
+          + 12.0 * c.pattern.count("*") * c.n_heads * c.head_dim * seq_len)
 
 
 def layer_unit(c) -> int:
   """Layers in the unit the stack repeats (the whole pattern when it is no repetition)."""
-  return len(unit_of(layer_pattern(c)))
+  return len(unit_of(c.pattern))

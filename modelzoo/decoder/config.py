@@ -1,0 +1,33 @@
+"""The decoder's config: GPT-2 style, Llama style (configs.base.gpt2_style / llama_style), and
+sigmoid attention with the paper's stabilisers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from configs.base import ConfigError, ModelConfig, choice
+from modelzoo.config import HeadFields, MLPFields
+
+
+@dataclass(frozen=True)
+class DecoderConfig(MLPFields, HeadFields, ModelConfig):
+  name: str = field(default="decoder", init=False)
+  use_bias: bool = True               # biases on the attention and MLP projections
+  norm_placement: str = choice("pre", ("pre", "post"))
+  # Operands of the matmuls (projections, attention kernel, MLP, head), accumulated in float32
+  # whatever it is; "" = dtype. bfloat16 with float32 activations is TPU's default matmul
+  # precision, and on CPUs with AMX/AVX512-BF16 runs the dots ~3x faster than float32
+  # (docs/shakespeare_char.md).
+  matmul_dtype: str = choice("", ("", "float32", "bfloat16"))
+  # Sigmoid attention's stabilisers (Ramapuram et al. 2024), pre-norm only:
+  layer_scale: float = 0.0            # LayerScale: branch * per-channel gamma, this init; 0 = off
+  hybrid_norm: bool = False           # hybrid-norm: x + Norm(f(Norm(x)))
+
+  @property
+  def dot_dtype(self) -> str:
+    return self.matmul_dtype or self.dtype
+
+  def check(self) -> None:
+    super().check()
+    self.check_heads()
+    if (self.hybrid_norm or self.layer_scale) and self.norm_placement != "pre":
+      raise ConfigError("model.hybrid_norm and model.layer_scale need model.norm_placement=pre")
