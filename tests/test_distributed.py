@@ -27,15 +27,6 @@ TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=6
         "train.eval_steps=2", "train.log_every=1", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  rng = np.random.default_rng(0)
-  words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "its", "home", "."]
-  f = tmp_path_factory.mktemp("data") / "corpus.txt"
-  f.write_text(" ".join(rng.choice(words, 12000)) + "\n")
-  return str(f)
-
-
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))

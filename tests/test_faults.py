@@ -28,15 +28,6 @@ TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=6
         "train.log_every=1", "ckpt.keep=10"]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  rng = np.random.default_rng(0)
-  words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "its", "home", "."]
-  f = tmp_path_factory.mktemp("data") / "corpus.txt"
-  f.write_text(" ".join(rng.choice(words, 12000)) + "\n")
-  return str(f)
-
-
 def args(workdir, corpus, *extra):
   return ["--config", "configs/quickstart.py", "--workdir", str(workdir), *TINY, "data.source=text",
           f"data.path={corpus}", *extra]

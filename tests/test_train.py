@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-import pytest
 
 import entry
 import modelzoo
@@ -25,17 +24,6 @@ from training.checkpoint import Checkpointer
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=64",
         "model.max_len=32", "data.seq_len=32", "train.batch_size=8", "train.warmup_steps=2",
         "train.eval_every=1000", "train.eval_steps=2", "train.log_every=5"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  """~60 KB of pseudo-English with learnable structure (a small vocabulary of words)."""
-  rng = np.random.default_rng(0)
-  words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "its", "home", "."]
-  text = " ".join(rng.choice(words, 12000, p=None)) + "\n"
-  f = tmp_path_factory.mktemp("data") / "corpus.txt"
-  f.write_text(text)
-  return str(f)
 
 
 def run_train(workdir, corpus, *extra):

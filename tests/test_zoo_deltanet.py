@@ -148,15 +148,6 @@ def test_packed_documents_equal_separate_documents(params, apply):
   assert not np.allclose(one_doc[0, 23:], out[0, 23:], atol=1e-3)   # the reset does something
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  rng = np.random.default_rng(0)
-  words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "its", "home", "."]
-  f = tmp_path_factory.mktemp("data") / "corpus.txt"
-  f.write_text(" ".join(rng.choice(words, 12000)) + "\n")
-  return str(f)
-
-
 def test_train_steps_lower_the_loss(tmp_path, corpus):
   """Gated DeltaNet + sliding-window hybrid through train.py (the chunked kernel's backward)."""
   over = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",

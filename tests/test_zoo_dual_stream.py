@@ -207,15 +207,6 @@ def test_config_errors():
     modelzoo.check(dataclasses.replace(TINY, d_ff=63))
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  rng = np.random.default_rng(0)
-  words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "its", "home", "."]
-  f = tmp_path_factory.mktemp("data") / "corpus.txt"
-  f.write_text(" ".join(rng.choice(words, 12000)) + "\n")
-  return str(f)
-
-
 def test_tiny_run_loss_drops_and_amplification_eval(tmp_path, corpus, capsys):
   over = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=64",
           "model.max_len=32", "data.seq_len=32", "train.batch_size=8", "train.warmup_steps=2",

@@ -187,16 +187,6 @@ def test_packed_sequences_are_refused():
                                                       jnp.ones((1, 8), jnp.int32)))
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  """~60 KB of pseudo-English with learnable structure (a small vocabulary of words)."""
-  rng = np.random.default_rng(0)
-  words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "its", "home", "."]
-  f = tmp_path_factory.mktemp("data") / "corpus.txt"
-  f.write_text(" ".join(rng.choice(words, 12000)) + "\n")
-  return str(f)
-
-
 TRAIN = ["model.d_model=32", "data.seq_len=32", "model.max_len=32", "train.batch_size=8",
          "train.steps=30", "train.warmup_steps=3", "train.lr=3e-3", "train.log_every=5",
          "train.eval_every=30", "train.eval_steps=2", "model.ssm_chunk=16", "model.d_state=8",

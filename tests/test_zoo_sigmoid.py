@@ -179,15 +179,6 @@ def test_layer_scale_and_hybrid_norm_bound_the_residual_update():
     modelzoo.check(replace(TINY, norm_placement="post"))
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  rng = np.random.default_rng(0)
-  words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "its", "home", "."]
-  f = tmp_path_factory.mktemp("data") / "corpus.txt"
-  f.write_text(" ".join(rng.choice(words, 12000)) + "\n")
-  return str(f)
-
-
 def test_train_steps_lower_the_loss(tmp_path, corpus):
   over = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=64",
           "model.max_len=32", "model.layer_scale=0.1", "data.seq_len=32", "data.source=text",
