@@ -68,6 +68,16 @@ def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False,
   return ((lse_BT - target_BT) * w_BT).sum(), z_loss * (lse_BT**2 * w_BT).sum(), w_BT.sum()
 
 
+def all_finite(tree) -> jax.Array:
+  """Whether every floating element of `tree` is finite, without a host sync. One all() per leaf
+  rather than isfinite of a sum of squares, which overflows to inf on large finite values."""
+  ok = jnp.array(True)
+  for x in jax.tree.leaves(tree):
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+      ok &= jnp.isfinite(x).all()
+  return ok
+
+
 def make_train_step(model, tx, schedule, cfg: base.Config):
   t, A = cfg.train, cfg.train.grad_accum
 
@@ -95,8 +105,11 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
     loss, grad_norm = ce / w, optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    # A non-finite loss or gradient skips the update inside the step (no host sync needed).
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # A non-finite loss, gradient, or updated state skips the update inside the step (no host
+    # sync). The state is checked too: Adam with eps=0 turns a zero gradient into 0/0 = NaN
+    # parameters while loss and gradient norm look fine.
+    state_ok = all_finite((params, opt_state))
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & state_ok
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
     bad = jnp.where(ok, 0, state.bad_steps + 1)
     new = TrainState(step=state.step + 1, params=keep(params, state.params),
@@ -104,7 +117,7 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
                      bad_steps=bad, skipped=state.skipped + (~ok).astype(jnp.int32))
     metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
                "skipped": 1.0 - ok.astype(jnp.float32), "skipped_total": new.skipped,
-               "bad_steps": bad}
+               "bad_steps": bad, "nonfinite_state": 1.0 - state_ok.astype(jnp.float32)}
     return new, metrics
 
   return train_step
