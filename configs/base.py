@@ -10,8 +10,9 @@ raise `ConfigError` naming the key (and, for a typo, the closest valid key) befo
 The model section is the dataclass of one model family (modelzoo/<family>/config.py, registered in
 modelzoo/__init__.py), extending ModelConfig below with the fields that have an effect in that
 family. `model.name` selects the family; an override `model.name=...` is applied before the others
-and keeps the fields both families have. Fields declare their values (choice, positive, nonneg);
-validate() checks them, then the family's check(), then what spans sections.
+and keeps the fields both families have. Fields declare their values (choice, positive, nonneg,
+below_one); validate() checks them (and that every value has its field's type and every float is
+finite), then the family's check(), then what spans sections.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import importlib.util
 import json
 import math
 import re
+import traceback
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -34,22 +36,35 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# What a field's values may be, declared with the field and checked by check_fields.
+# What a field's values may be, declared with the field and checked by check_fields. Every value
+# must have its field's type, and every float must be finite (no field has a use for inf or NaN).
 
 def choice(default, allowed: tuple):
   return field(default=default, metadata={"choices": tuple(allowed)})
 
 
+def _in_range(default, says: str, ok):
+  """A field whose values satisfy `ok` (NaN fails every comparison, so it never does)."""
+  return field(default=default, metadata={"range": (says, ok)})
+
+
 def positive(default):
-  return field(default=default, metadata={"positive": True})
+  return _in_range(default, "> 0", lambda v: v > 0)
 
 
 def nonneg(default):
-  return field(default=default, metadata={"nonneg": True})
+  return _in_range(default, ">= 0", lambda v: v >= 0)
+
+
+def below_one(default):
+  """A decay rate such as Adam's b1, b2: 1 would never forget, more would diverge."""
+  return _in_range(default, "in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def check_fields(section, prefix: str) -> None:
-  """Raises ConfigError for a field of `section` outside its declared choices or range."""
+  """Raises ConfigError for a field of `section` of the wrong type, not finite, or outside its
+  declared choices or range."""
+  check_types(section, prefix)
   for f in fields(section):
     key, v = f"{prefix}.{f.name}", getattr(section, f.name)
     allowed = f.metadata.get("choices")
@@ -57,10 +72,24 @@ def check_fields(section, prefix: str) -> None:
       close = difflib.get_close_matches(str(v), [str(a) for a in allowed], n=1)
       hint = f"; did you mean {close[0]!r}?" if close else ""
       raise ConfigError(f"{key}={v!r} is not one of {allowed}{hint}")
-    if f.metadata.get("positive") and not v > 0:
-      raise ConfigError(f"{key}={v} must be > 0")
-    if f.metadata.get("nonneg") and v < 0:
-      raise ConfigError(f"{key}={v} must be >= 0")
+    says, ok = f.metadata.get("range", ("", None))
+    if isinstance(v, float) and not math.isfinite(v):
+      raise ConfigError(f"{key}={v} must be a finite number" + (f" {says}" if says else ""))
+    if ok is not None and not ok(v):
+      raise ConfigError(f"{key}={v} must be {says}")
+
+
+def check_types(section, prefix: str, where: str = ""):
+  """`section` with ints in float fields made floats (JSON writes 1.0 as 1); ConfigError naming
+  the key for a value not of its field's type. `where` says where the value came from."""
+  hints, floats = typing.get_type_hints(type(section)), {}
+  for f in fields(section):
+    v, typ = getattr(section, f.name), hints[f.name]
+    if typ is float and type(v) is int:
+      floats[f.name] = float(v)
+    elif not (isinstance(v, typ) and (typ is bool or not isinstance(v, bool))):
+      raise ConfigError(f"{prefix}.{f.name}={v!r}{where} is not of type {typ.__name__}")
+  return replace(section, **floats) if floats else section
 
 
 DTYPES = ("float32", "bfloat16")
@@ -78,10 +107,10 @@ class ModelConfig:
   pos: str = choice("learned", ("learned", "rope", "none"))
   norm: str = choice("layernorm", ("layernorm", "rmsnorm"))
   norm_bias: bool = True
-  norm_eps: float = 1e-5
+  norm_eps: float = positive(1e-5)
   tie_embeddings: bool = True
   attn_impl: str = choice("auto", kernels.IMPLS)   # the kernels' impl (attention and scans)
-  init_std: float = 0.02
+  init_std: float = nonneg(0.02)
   scan_layers: bool = True            # nn.scan over layers: compile time independent of depth
   remat: str = choice("none", ("none", "full", "dots"))   # dots: save matmul outputs only
   param_dtype: str = choice("float32", DTYPES)
@@ -128,9 +157,9 @@ class TrainConfig:
   min_lr: float = nonneg(3e-5)
   warmup_steps: int = nonneg(100)
   schedule: str = choice("cosine", ("cosine", "linear", "constant"))
-  b1: float = 0.9
-  b2: float = 0.95
-  eps: float = 1e-8
+  b1: float = below_one(0.9)
+  b2: float = below_one(0.95)
+  eps: float = positive(1e-8)
   weight_decay: float = nonneg(0.1)
   clip_norm: float = nonneg(1.0)   # 0 disables clipping
   z_loss: float = nonneg(0.0)
@@ -205,16 +234,39 @@ def _styled(name: str, style: dict, kw: dict) -> ModelConfig:
 # Loading and overrides.
 
 def load(path: str, overrides: typing.Sequence[str] = ()) -> Config:
-  """Runs configs/<x>.py's get_config() (config files are trusted Python) and applies overrides."""
+  """Runs configs/<x>.py's get_config() (config files are trusted Python) and applies overrides.
+  A file that fails to run, or returns no Config, is a ConfigError naming the file and line."""
   p = Path(path)
   if not p.is_file():
     raise ConfigError(f"--config {path!r}: no such file")
   spec = importlib.util.spec_from_file_location(f"_seqzoo_config_{p.stem}", p)
   mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  _run_config(path, lambda: spec.loader.exec_module(mod))
   if not hasattr(mod, "get_config"):
     raise ConfigError(f"--config {path!r} defines no get_config()")
-  return apply_overrides(mod.get_config(), overrides)
+  cfg = _run_config(path, mod.get_config)
+  if not isinstance(cfg, Config):
+    raise ConfigError(f"--config {path!r}: get_config() returned {_a(cfg)}, "
+                      "not a configs.base.Config")
+  return apply_overrides(cfg, overrides)
+
+
+def _run_config(path: str, fn):
+  """fn()'s result; an exception (but our own ConfigError, already one line) becomes one line
+  naming the config file's line that raised it (or led to it)."""
+  try:
+    return fn()
+  except ConfigError:
+    raise
+  except SyntaxError as e:
+    where = f"{e.filename}:{e.lineno}"
+    raise ConfigError(f"--config {path!r} failed: {where}: SyntaxError: {e.msg}") from None
+  except Exception as e:  # noqa: BLE001 — arbitrary user code: whatever it raises, say where
+    frames = traceback.extract_tb(e.__traceback__)
+    mine = [f for f in frames if Path(f.filename) == Path(path)] or frames
+    where = f"{mine[-1].filename}:{mine[-1].lineno}"
+    first = (str(e).splitlines() or [""])[0]
+    raise ConfigError(f"--config {path!r} failed: {where}: {type(e).__name__}: {first}") from None
 
 
 def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
@@ -362,22 +414,35 @@ def to_json(cfg: Config) -> str:
 
 
 def from_dict(d: dict) -> Config:
-  """Inverse of to_dict (used to rebuild a run's config from its config.json)."""
-  secs = {f.name: f.type for f in fields(Config)}
+  """Inverse of to_dict (used to rebuild a run's config from its config.json). A config.json of
+  the wrong shape or with a value of the wrong type is a ConfigError naming the key."""
+  if not isinstance(d, dict):
+    raise ConfigError(f"config.json holds {_a(d)}, not a dict of sections")
   hints = typing.get_type_hints(Config)
   kw = {}
   for name, sub in d.items():
-    if name not in secs:
+    if name not in hints:
       raise ConfigError(f"config.json has an unknown section {name!r}")
-    if name == "model":
-      import modelzoo
-      kw[name] = modelzoo.config_from_dict(sub)
-      continue
-    cls = hints[name]
-    known = {f.name for f in fields(cls)}
-    unknown = set(sub) - known
-    if unknown:
-      raise ConfigError(f"config.json has unknown keys {sorted(unknown)} in section {name!r}")
-    kw[name] = cls(**sub)
+    if not isinstance(sub, dict):
+      raise ConfigError(f"config.json section {name!r} is {sub!r}, not a dict of fields")
+    kw[name] = check_types(_section_from_dict(name, sub), name, " in config.json")
   return Config(**kw)
 
+
+def _section_from_dict(name: str, sub: dict):
+  if name == "model":
+    import modelzoo
+    family = sub.get("name", "decoder")
+    if not isinstance(family, str):
+      raise ConfigError(f"model.name={family!r} in config.json is not of type str")
+    return modelzoo.config_from_dict(sub)
+  cls = typing.get_type_hints(Config)[name]
+  unknown = set(sub) - {f.name for f in fields(cls)}
+  if unknown:
+    raise ConfigError(f"config.json has unknown keys {sorted(unknown)} in section {name!r}")
+  return cls(**sub)
+
+
+def _a(v) -> str:
+  """'a list', 'None': the kind of a value, in a message."""
+  return "None" if v is None else f"a {type(v).__name__}"
