@@ -7,6 +7,7 @@ exactly the tokenizer a run trained with from its workdir. byte/char files are a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -38,12 +39,20 @@ class Tokenizer:
     raise NotImplementedError
 
   def save(self, directory) -> Path:
+    """Writes `<directory>/tokenizer.json`. A failed write (a full disk, no permission) is a
+    ConfigError naming the file, as for the workdir's config.json, and leaves no part of it."""
     path = Path(directory) / FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Write-then-rename: a crash never leaves half a file; the pid keeps concurrent writers apart.
     tmp = path.with_name(f"{FILENAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+    try:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
+      tmp.replace(path)
+    except OSError as e:
+      with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+      raise ConfigError(f"could not write the tokenizer to {str(path)!r}: "
+                        f"{e.strerror or e}") from None
     return path
 
   @staticmethod
