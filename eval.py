@@ -9,6 +9,10 @@ with --sample, the generated text (KV-cache decoding; the draws depend on --seed
 checkpoint step). --logit-scale multiplies every attention logit (the Dual-Stream paper's attention
 amplification); several values report the relative loss change.
 
+The checkpoint's checksums are verified; a bad checkpoint is named on stderr and the previous one
+evaluated (left in place: eval.py changes nothing in the workdir). A checkpoint without checksums
+is refused unless --allow-unverified.
+
 The run is restored onto its own mesh (config.json's mesh.*); where these devices cannot hold it (a
 pod run on a laptop) onto the nearest mesh they can, said in a note on stderr
 (training/workdir.py). The eval batch is train.batch_size rounded down to a multiple of the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -42,6 +47,8 @@ def parse_args(argv):
   p.add_argument("--top-k", type=int, default=0)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--no-cache", action="store_true", help="sample by full recomputation")
+  p.add_argument("--allow-unverified", action="store_true",
+                 help="restore a checkpoint that has no checksums (written before them, or damaged)")
   p.add_argument("--aot", metavar="TOPOLOGY", default=None,
                  help="compile the eval step for a TPU/GPU slice (v5e:2x2, v5p:4x4x4, h100:1x1x8, "
                       "...) and report its memory per device; runs nothing")
@@ -54,7 +61,19 @@ def parse_args(argv):
                       "run as it was trained")
   if not args.workdir and not (args.aot and args.config):
     raise ConfigError("eval.py needs --workdir RUN (or, with --aot, --config FILE)")
+  check_ranges(args)
   return args
+
+
+def check_ranges(args) -> None:
+  """Before anything loads: a count below 1 would evaluate nothing and report a loss of 0."""
+  for flag, value in (("--batches", args.batches), ("--max-new-tokens", args.max_new_tokens)):
+    if value is not None and value < 1:
+      raise ConfigError(f"{flag} {value}: must be at least 1")
+  if args.top_k < 0:
+    raise ConfigError(f"--top-k {args.top_k}: must be 0 (off) or positive")
+  if not 0 <= args.temperature < float("inf"):
+    raise ConfigError(f"--temperature {args.temperature}: must be finite and at least 0 (0: greedy)")
 
 
 def compile_for(args) -> int:
@@ -75,10 +94,13 @@ def main(argv=None) -> int:
   if args.aot:
     return compile_for(args)
   platform_cpu.start()
+  # stdout is the JSON report: warnings (a checkpoint skipped) go to stderr, one line each
+  logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
   out = evaluate.report(Path(args.workdir), step=args.step, batches=args.batches,
                         logit_scales=args.logit_scale, sample=args.sample,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                        top_k=args.top_k, seed=args.seed, use_cache=not args.no_cache)
+                        top_k=args.top_k, seed=args.seed, use_cache=not args.no_cache,
+                        allow_unverified=args.allow_unverified)
   print(json.dumps(out, indent=2))
   return 0
 

@@ -19,11 +19,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from safetensors import numpy as st_np
 
 import modelzoo
 from configs.base import ConfigError, ModelConfig
-from interop.params_io import save_file
+from interop.params_io import load_tensors, read_json, save_file
 
 GPT2_ACT = {False: "gelu_new", True: "gelu"}        # our gelu_exact -> HF activation_function
 # seqzoo's tokenizers have no BOS/EOS ids; HF's class defaults (GPT-2: 50256) may not exist here.
@@ -289,10 +288,13 @@ def read_dir(src) -> tuple[dict, dict]:
   src = Path(src)
   if not (src / "config.json").is_file():
     raise ConfigError(f"{src}: no config.json (not a Hugging Face model folder)")
-  config = json.loads((src / "config.json").read_text())
+  config = read_json(src / "config.json")
   index = src / "model.safetensors.index.json"
   if index.is_file():
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+      raise ConfigError(f"{index}: no \"weight_map\" object naming the tensors' files")
+    files = sorted(set(map(str, weight_map.values())))
   elif (src / "model.safetensors").is_file():
     files = ["model.safetensors"]
   else:
@@ -302,5 +304,5 @@ def read_dir(src) -> tuple[dict, dict]:
         "save_pretrained(dir, safe_serialization=True))" if found else ""))
   tensors = {}
   for f in files:
-    tensors.update(st_np.load_file(src / f))
+    tensors.update(load_tensors(src / f))
   return config, tensors

@@ -21,7 +21,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
+import safetensors
 from safetensors import numpy as st_np
 
 import modelzoo
@@ -73,34 +73,40 @@ def flatten_shapes(tree) -> dict:
 # Restoring a run's parameters.
 
 def restore_params(workdir: Path, step: int | None = None, param_dtype: str | None = None,
-                   mesh=None):
+                   mesh=None, allow_unverified: bool = False):
   """(cfg, step, params): only the parameters of a checkpoint (no optimizer state is read), placed
-  with the model's logical shardings on `mesh` (default: the run's own, workdir.restore_mesh), cast
-  to `param_dtype` as they are read (e.g. "bfloat16" for serving). The config's param_dtype is
-  updated; its mesh stays the run's."""
+  with the model's logical shardings on `mesh` (default: the run's own, workdir.restore_mesh),
+  through the checkpointer's one restore (checksums verified, a bad checkpoint skipped for the
+  previous one, the workdir left as it is), then cast to `param_dtype` (e.g. "bfloat16" for
+  serving). The config's param_dtype is updated; its mesh stays the run's."""
   workdir = Path(workdir)
   cfg = workdir_lib.read_config(workdir)
   if mesh is None:
     mesh = workdir_lib.restore_mesh(cfg)
+  stored = workdir_lib.param_target(cfg.model, cfg.data.seq_len, mesh)   # as the run saved them
   if param_dtype is not None:
     cfg = base.apply_overrides(cfg, [f"model.param_dtype={param_dtype}"])
     base.validate(workdir_lib.on_mesh(cfg, mesh), mesh.size)
-  steps = workdir_lib.checkpoint_steps(workdir)
-  if not steps:
-    raise ConfigError(f"--workdir {workdir}: no checkpoint in {workdir / 'checkpoints'}")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise ConfigError(f"--step {step}: no such checkpoint in {workdir / 'checkpoints'} (have {steps})")
-  target = {"params": workdir_lib.param_target(cfg.model, cfg.data.seq_len, mesh)}
-  # A params-only partial read: the ArrayRestoreArgs built from `target` carry the wanted dtype,
-  # so orbax casts while reading and the full-precision copy never exists on the devices.
-  with ocp.PyTreeCheckpointer() as ckptr:
-    out = ckptr.restore(workdir.absolute() / "checkpoints" / str(step) / "state",
-                        args=ocp.args.PyTreeRestore(
-                            item=target, partial_restore=True,
-                            restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
-  return cfg, step, out["params"]
+  ckpt = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep, read_only=True)
+  try:
+    steps = ckpt.steps()
+    if not steps:
+      raise ConfigError(f"--workdir {workdir}: no checkpoint in {ckpt.dir}")
+    if step is not None and step not in steps:
+      raise ConfigError(f"--step {step}: no such checkpoint in {ckpt.dir} (have {steps})")
+    step, params = ckpt.restore_params(stored, step, allow_unverified)
+  finally:
+    ckpt.close()
+  if param_dtype is not None:
+    params = cast(params, workdir_lib.param_target(cfg.model, cfg.data.seq_len, mesh))
+  return cfg, step, params
+
+
+def cast(params, target):
+  """params in `target`'s dtypes and shardings. The checksums are of the stored bits, so a cast
+  follows the verified read: both copies exist on the devices for this one call."""
+  return jax.jit(lambda p: jax.tree.map(lambda x, t: x.astype(t.dtype), p, target),
+                 out_shardings=jax.tree.map(lambda t: t.sharding, target))(params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,13 +137,33 @@ def copy_tokenizer(workdir: Path | None, out: Path) -> None:
     shutil.copyfile(Path(workdir) / "tokenizer.json", Path(out) / "tokenizer.json")
 
 
+def read_json(path: Path) -> dict:
+  """An imported folder's JSON object file (config.json, an index), or one line naming it."""
+  try:
+    out = json.loads(Path(path).read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{path} cannot be read as JSON ({type(e).__name__}: {e})") from None
+  if not isinstance(out, dict):
+    raise ConfigError(f"{path} holds a JSON {type(out).__name__}, not an object")
+  return out
+
+
+def load_tensors(path: Path) -> dict[str, np.ndarray]:
+  """A safetensors file's tensors, or one line naming it (truncated or corrupt files included)."""
+  try:
+    return st_np.load_file(path)
+  except (OSError, safetensors.SafetensorError) as e:
+    raise ConfigError(f"{path} is not a readable safetensors file "
+                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
 def load_safetensors(src: Path, overrides=()) -> tuple[base.Config, dict]:
   """A folder written by save_safetensors -> (cfg, params as numpy), checked against the model."""
   src = Path(src)
-  cfg = base.apply_overrides(base.from_dict(json.loads((src / "config.json").read_text())), overrides)
+  cfg = base.apply_overrides(base.from_dict(read_json(src / "config.json")), overrides)
   if not (src / WEIGHTS).is_file():
     raise ConfigError(f"{src}: no {WEIGHTS}")
-  params = unflatten(st_np.load_file(src / WEIGHTS))
+  params = unflatten(load_tensors(src / WEIGHTS))
   check_like(params, cfg.model, str(src / WEIGHTS))
   return cfg, params
 

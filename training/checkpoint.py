@@ -3,18 +3,33 @@
 Saves are asynchronous (training continues while files are written) and atomic (orbax writes to
 `<step>.orbax-checkpoint-tmp-*` and renames it), so a crash mid-save leaves the previous checkpoint
 intact, and old checkpoints are only deleted after a newer one is complete. Every array's checksum
-(computed on device, independent of the sharding) is stored beside it: a checkpoint that fails to load
-or whose contents do not match is reported, moved to `<workdir>/checkpoints_corrupt/` (never deleted)
-and the next older one is tried. In a multi-process job all processes write cooperatively and agree
-on which checkpoint restores.
+(computed on device, independent of the sharding) and one of the data iterator state's canonical
+JSON (`__data__`) are stored beside them. In a multi-process job all processes write cooperatively
+and agree on which checkpoint restores.
+
+Every read of a checkpoint goes through `Checkpointer._restore`: train.py's full restore
+(`restore`) and the params-only restores of eval.py, export.py and --import (`restore_params`).
+It verifies the checksums (a params-only restore, the params' entries) and falls back to the next
+older checkpoint with a one-line warning. A checkpoint without its checksum item is unverified and
+refused unless `allow_unverified=True` (the entry points' --allow-unverified). A checksum written
+before the data iterator's entry existed verifies the arrays only.
+
+Only train.py (a `Checkpointer(..., read_only=False)`) moves a bad checkpoint to
+`<workdir>/checkpoints_corrupt/` (never deleted): it is the program that writes the next
+checkpoints, and ckpt.keep must not rotate good ones out for a bad one. The read-only entry points
+(eval.py, export.py: `read_only=True`) skip a bad checkpoint with the same warning and leave the
+workdir exactly as they found it (no move, no checkpoints directory created, no debris of a
+running save cleaned up), so a later train.py sees what eval saw and decides itself.
 """
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import jax
@@ -33,19 +48,27 @@ class CheckpointError(RuntimeError):
 
 class Checkpointer:
 
-  def __init__(self, workdir: Path, every: int, keep: int, async_save: bool = True):
+  def __init__(self, workdir: Path, every: int, keep: int, async_save: bool = True,
+               read_only: bool = False):
+    """read_only: eval.py and export.py: restores only, and nothing in the workdir changes."""
     _quiet_abandoned_writes()
     self.dir = Path(workdir).absolute() / "checkpoints"
     self.every = every
+    self.read_only = read_only
     self._writing = None            # the step of the save in flight, for error messages
+    if read_only:   # nothing created, a running save's tmp kept (orbax's read_only only adds
+      options = ocp.CheckpointManagerOptions(create=False, max_to_keep=None,   # warnings)
+                                             enable_async_checkpointing=False)
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=async_save,
+                                             cleanup_tmp_directories=True)  # killed saves' debris
     try:
       self.mngr = ocp.CheckpointManager(
           self.dir, item_handlers={"state": ocp.StandardCheckpointHandler(),
                                    "data": ocp.JsonCheckpointHandler(),
                                    "checksum": ocp.JsonCheckpointHandler()},
-          options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=async_save,
-                                               cleanup_tmp_directories=True))  # killed saves' debris
+          options=options)
     except Exception as e:  # noqa: BLE001 — orbax wraps OSErrors
       raise CheckpointError(f"cannot open the checkpoint directory {self.dir}: {e}") from None
 
@@ -58,6 +81,7 @@ class Checkpointer:
     if step in self.mngr.all_steps():
       return False
     sums = checksums(state)       # before the next step donates the state's buffers
+    sums[DATA_KEY] = data_checksum(data_state or {})
     try:
       self.mngr.wait_until_finished()     # the previous save's errors surface here, not silently
       self._writing = step
@@ -85,8 +109,9 @@ class Checkpointer:
     return CheckpointError(f"could not write checkpoint step {self._writing} to {self.dir}: "
                            f"{reason}; {kept} ({type(e).__name__}: {detail})")
 
-  def check_compatible(self, abstract_state) -> None:
-    """ConfigError if the newest readable checkpoint holds arrays of other shapes (another model)."""
+  def check_compatible(self, abstract_state, params_only: bool = False) -> None:
+    """ConfigError if the newest readable checkpoint holds arrays of other shapes (another model).
+    params_only: `abstract_state` is {"params": ...}; only its arrays are compared."""
     for s in sorted(self.mngr.all_steps(), reverse=True):
       try:
         meta = self.mngr.item_metadata(s)["state"]
@@ -95,7 +120,8 @@ class Checkpointer:
       if meta is None:
         continue
       want, have = _shapes(abstract_state), _shapes(meta)
-      for k in sorted(set(want) | set(have), key=lambda k: (not k.startswith("params"), k)):
+      names = set(want) if params_only else set(want) | set(have)
+      for k in sorted(names, key=lambda k: (not k.startswith("params"), k)):
         if want.get(k) != have.get(k):
           raise ConfigError(
               f"checkpoint {self.dir / str(s)} was written for another model: {k} is "
@@ -103,38 +129,83 @@ class Checkpointer:
               "--workdir or the config that wrote it")
       return
 
-  def restore(self, abstract_state, step: int | None = None):
+  def restore(self, abstract_state, step: int | None = None, allow_unverified: bool = False):
     """Restores onto the shardings in `abstract_state` (any mesh). Returns (step, state, data_state).
 
     With step=None, the newest checkpoint that loads and matches its checksums; (None, None, None)
-    if there is no checkpoint; CheckpointError if there are some but none restores.
+    if there is no checkpoint; CheckpointError if there are some but none restores, or if the one
+    to restore has no checksums and not allow_unverified.
     """
-    self.check_compatible(abstract_state)
+    return self._restore(abstract_state, step, allow_unverified, params_only=False)
+
+  def restore_params(self, abstract_params, step: int | None = None,
+                     allow_unverified: bool = False):
+    """Only the parameters (neither optimizer nor data state is read): (step, params), or
+    (None, None) if there is no checkpoint. `abstract_params` gives the shardings and must have
+    the dtypes the run saved (the checksums are of the stored bits: cast after restoring)."""
+    s, tree, _ = self._restore({"params": abstract_params}, step, allow_unverified,
+                               params_only=True)
+    return s, None if tree is None else tree["params"]
+
+  def _restore(self, target, step, allow_unverified: bool, params_only: bool):
+    """The one restore: newest first, each read and verified; a bad one is named and skipped
+    (by train.py also moved aside). (step, tree, data_state) or (None, None, None)."""
+    self.check_compatible(target, params_only)
     candidates = [step] if step is not None else sorted(self.mngr.all_steps(), reverse=True)
     for s in candidates:
+      self._check_verifiable(s, allow_unverified)
       try:
-        has_sum = (self.dir / str(s) / "checksum").is_dir()
-        items = dict(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
-        if has_sum:
-          items["checksum"] = ocp.args.JsonRestore()
-        out = self.mngr.restore(s, args=ocp.args.Composite(**items))
-        if has_sum and (got := checksums(out["state"])) != dict(out["checksum"]):
-          bad = sorted(k for k in got if got[k] != out["checksum"].get(k))
-          raise ValueError(f"checksum mismatch in {len(bad)} arrays, e.g. {bad[0]}")
+        tree, data_state = self._read(s, target, params_only)
         error = None
-      except Exception as e:  # noqa: BLE001 — any failure to read means: try the previous one
+      except Exception as e:  # noqa: BLE001 — any failure to read or verify: try the previous one
         error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
       if not distributed.any_process(error is not None):
-        return s, out["state"], dict(out["data"] or {})
+        return s, tree, data_state
       if step is not None:
         raise CheckpointError(f"checkpoint {self.dir / str(s)} could not be restored ({error})")
-      where = self._quarantine(s)
-      log.warning("WARNING: checkpoint %s could not be restored (%s); moved to %s, trying an "
-                  "older one", self.dir / str(s), error or "failed on another process", where)
+      self._skip(s, error or "failed on another process")
     if candidates:
-      raise CheckpointError(f"none of the checkpoints in {self.dir} could be restored (moved to "
-                            f"{self.dir.parent / 'checkpoints_corrupt'}); to start afresh, rerun")
+      after = " (each left in place)" if self.read_only else \
+          f" (moved to {self.dir.parent / 'checkpoints_corrupt'}); to start afresh, rerun"
+      raise CheckpointError(f"none of the checkpoints in {self.dir} could be restored{after}")
     return None, None, None
+
+  def _check_verifiable(self, s: int, allow_unverified: bool) -> None:
+    """A checkpoint without its checksum item (written before checksums, or damaged) cannot be
+    told from a corrupt one: refused unless the user accepts it."""
+    if (self.dir / str(s) / "checksum").is_dir():
+      return
+    if not allow_unverified:
+      raise CheckpointError(f"checkpoint {self.dir / str(s)} has no checksums (unverified); pass "
+                            "--allow-unverified to restore it anyway")
+    log.warning("WARNING: checkpoint %s has no checksums: restoring it unverified "
+                "(--allow-unverified)", self.dir / str(s))
+
+  def _read(self, s: int, target, params_only: bool):
+    """(tree, data_state) of step s as `target` describes them, verified against its checksums."""
+    # One reader for full and params-only restores: the restore args built from `target` carry
+    # its shardings, and partial_restore reads only the arrays `target` names.
+    with ocp.PyTreeCheckpointer() as ckptr:
+      tree = ckptr.restore(self.dir / str(s) / "state", args=ocp.args.PyTreeRestore(
+          item=target, partial_restore=params_only,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
+    items = {"checksum": ocp.args.JsonRestore()} if (self.dir / str(s) / "checksum").is_dir() else {}
+    if not params_only:
+      items["data"] = ocp.args.JsonRestore()
+    out = self.mngr.restore(s, args=ocp.args.Composite(**items)) if items else {}
+    data_state = None if params_only else dict(out["data"] or {})
+    if "checksum" in items:
+      _verify(tree, data_state, dict(out["checksum"] or {}), params_only)
+    return tree, data_state
+
+  def _skip(self, s: int, error: str) -> None:
+    if self.read_only:
+      log.warning("WARNING: checkpoint %s could not be restored (%s); skipped (left in place), "
+                  "trying an older one", self.dir / str(s), error)
+      return
+    where = self._quarantine(s)
+    log.warning("WARNING: checkpoint %s could not be restored (%s); moved to %s, trying an "
+                "older one", self.dir / str(s), error, where)
 
   def _quarantine(self, s: int) -> Path:
     """Moves a bad step directory out of orbax's sight (kept for inspection, never deleted)."""
@@ -143,7 +214,7 @@ class Checkpointer:
       try:
         dest.parent.mkdir(exist_ok=True)
         (self.dir / str(s)).rename(dest)
-      except OSError as e:     # e.g. eval.py on a read-only copy: skip it, leave it in place
+      except OSError as e:     # e.g. a read-only copy of a run: skip it, leave it in place
         log.warning("WARNING: could not move %s aside (%s)", self.dir / str(s), e)
         dest = self.dir / str(s)
     distributed.barrier(f"quarantine-{s}")
@@ -205,6 +276,32 @@ def _checksums(tree):
 def checksums(tree) -> dict[str, int]:
   flat = jax.tree_util.tree_leaves_with_path(jax.device_get(_checksums(tree)))
   return {jax.tree_util.keystr(k): int(v) for k, v in flat}
+
+
+DATA_KEY = "__data__"     # the data iterator state's entry in a checkpoint's checksum dict
+
+
+def data_checksum(data_state: dict) -> int:
+  """crc32 of the data iterator state's canonical JSON (what JsonSave writes, key order aside)."""
+  return zlib.crc32(json.dumps(data_state, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _verify(tree, data_state: dict | None, stored: dict, params_only: bool) -> None:
+  """ValueError naming the first entry whose checksum differs from the stored one. A params-only
+  tree is compared with the params' entries; a stored dict without DATA_KEY (saved before it
+  existed) verifies the arrays only."""
+  if params_only:       # stored names are the TrainState's: .params['embed']['embedding']
+    got = {".params" + k: v for k, v in checksums(tree["params"]).items()}
+    names = set(got)
+  else:
+    got = checksums(tree)
+    if DATA_KEY in stored:
+      got[DATA_KEY] = data_checksum(data_state)
+    names = set(got) | set(stored)
+  bad = sorted(k for k in names if got.get(k) != stored.get(k))
+  if bad:
+    first = "the data iterator state" if bad[0] == DATA_KEY else bad[0]
+    raise ValueError(f"checksum mismatch in {len(bad)} items, e.g. {first}")
 
 
 def _shapes(tree) -> dict[str, tuple]:

@@ -21,11 +21,11 @@ import modelzoo
 from configs import base
 from configs.base import ConfigError
 from data import pipeline, sources, tokenize
+from interop import params_io
 from interop.generate import generate
 from layers import sharding
 from training import step as step_lib
 from training import workdir as workdir_lib
-from training.checkpoint import Checkpointer
 from training.distributed import to_global
 
 
@@ -50,25 +50,17 @@ def evaluate(eval_fn, params, batches, bytes_per_token, b_sh, mesh) -> dict:
           "eval_bpb": loss / np.log(2) / bytes_per_token}
 
 
-def load_run(workdir: Path, step=None, devices=None):
+def load_run(workdir: Path, step=None, devices=None, allow_unverified: bool = False):
   """(cfg, tokenizer, step, params, mesh) of a run directory, params restored onto the run's own
-  mesh over `devices` (default: all), or the nearest they can hold (workdir.restore_mesh). cfg
-  carries that mesh and an eval batch divisible by its data-parallel size (workdir.on_mesh)."""
+  mesh over `devices` (default: all), or the nearest they can hold (workdir.restore_mesh), by
+  params_io.restore_params (checksums verified, the workdir left as it is). cfg carries that mesh
+  and an eval batch divisible by its data-parallel size (workdir.on_mesh)."""
   cfg = workdir_lib.read_config(workdir)
   tok = tokenize.build_tokenizer(cfg.data, workdir)
   mesh = workdir_lib.restore_mesh(cfg, devices)
-  cfg = workdir_lib.on_mesh(cfg, mesh)
-  model = modelzoo.build(cfg.model)
-  tx, _ = step_lib.make_optimizer(cfg.train)
-  _, _, abstract, _ = step_lib.init_state(model, tx, cfg, mesh)
-  ckpt = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep)
-  if not ckpt.steps():
-    raise ConfigError(f"--workdir {workdir}: no checkpoint in {ckpt.dir}")
-  s, state, _ = ckpt.restore(abstract, step)
-  ckpt.close()
-  if state is None:
-    raise ConfigError(f"--workdir {workdir}: no checkpoint could be restored")
-  return cfg, tok, s, state.params, mesh
+  _, s, params = params_io.restore_params(workdir, step, mesh=mesh,
+                                          allow_unverified=allow_unverified)
+  return workdir_lib.on_mesh(cfg, mesh), tok, s, params, mesh
 
 
 def lower_eval(cfg: base.Config, devices, logit_scale: float = 1.0):
@@ -98,11 +90,11 @@ def sample_key(seed: int, workdir: Path, step: int) -> jax.Array:
 def report(workdir: Path, *, step: int | None = None, batches: int | None = None,
            logit_scales=(1.0,), sample: str | None = None, max_new_tokens: int = 100,
            temperature: float = 0.8, top_k: int = 0, seed: int = 0, use_cache: bool = True,
-           devices=None) -> dict:
+           devices=None, allow_unverified: bool = False) -> dict:
   """eval.py's output: step, batches, mesh, the eval row (one row per logit scale, with the
   relative loss change, when several are given) and, given a prompt, the sampled text."""
   workdir = Path(workdir)
-  cfg, tok, step, params, mesh = load_run(workdir, step, devices)
+  cfg, tok, step, params, mesh = load_run(workdir, step, devices, allow_unverified)
   model = modelzoo.build(cfg.model)
   b_sh = sharding.batch_sharding(mesh)
   val = val_batches(cfg, tok, batches or cfg.train.eval_steps)
