@@ -6,18 +6,19 @@
 Should show: the loss falling from ~5.5 (ln 256) to ~1.8 (train) and an eval loss of ~1.61 nats/byte
 after 500 steps (about 6 CPU-minutes: ~10 min wall on 2 idle cores, 50 min on the shared box at load
 16); the amplification table rising to ~+18% at 16; samples at 16 keep Python's layout, words degrade.
-Spec tier A shape (4 layers, 4 heads, width 128, FFN 512, RoPE, CLN, tied, no biases) on the CPython
-standard library. Variants: dual_stream_tiny_kronecker.py, dual_stream_tiny_independent.py; the
-frozen-token-stream variant is `model.frozen_tokens=true`; the spec's "fully independent" model adds
-`model.mix_up=independent model.mix_down=independent`.
+4 layers, 4 heads, width 128, FFN 512, RoPE, CLN, tied, no biases, on the CPython standard library.
+Variants: dual_stream_tiny_kronecker.py, dual_stream_tiny_independent.py (V/O per head),
+dual_stream_tiny_fully_independent.py (V, O and the FFN per head: the paper's independent end); the
+frozen-token-stream variant is `model.frozen_tokens=true`.
 """
 from configs.base import CheckpointConfig, Config, DataConfig, TrainConfig
 from modelzoo.dual_stream.config import DualStreamConfig
 
 
 def get_config(**model_kw) -> Config:
-  model = dict(vocab_size=256, d_model=128, n_layers=4, n_heads=4, d_ff=512, max_len=128,
-               norm="layernorm", norm_bias=True, pos="rope", tie_embeddings=True)
+  model = {"vocab_size": 256, "d_model": 128, "n_layers": 4, "n_heads": 4, "d_ff": 512,
+           "max_len": 128, "norm": "layernorm", "norm_bias": True, "pos": "rope",
+           "tie_embeddings": True}
   return Config(
       model=DualStreamConfig(**{**model, **model_kw}),
       data=DataConfig(source="stdlib", tokenizer="byte", seq_len=128),

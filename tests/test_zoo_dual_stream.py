@@ -4,6 +4,7 @@ decoding == full forward, and a tiny run whose loss falls, evaluated with attent
 import dataclasses
 import json
 
+import entry
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,13 +12,12 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-import entry
 import modelzoo
 from configs import base
+from interop.generate import generate
 from layers import sharding
 from layers.head_mix import HeadMix
 from modelzoo.dual_stream.model import interpret
-from interop.generate import generate
 
 
 def n_params_formula(c) -> int:
@@ -39,24 +39,56 @@ def count(cfg) -> int:
 
 
 @pytest.mark.parametrize("mix,paper", [("dense", 29.9e6), ("kronecker", 28.2e6),
-                                       ("independent", 28.5e6)])
+                                       ("independent", 28.5e6), ("fully_independent", 22.55e6)])
 def test_paper_scale_parameter_counts(mix, paper):
   cfg = base.load(f"configs/dual_stream_29m_{mix}.py").model
   modelzoo.check(cfg)
-  assert (cfg.mix_v, cfg.mix_o, cfg.n_layers, cfg.d_model, cfg.vocab_size) == (mix, mix, 6, 384, 50257)
+  attn, ffn = ("independent", "independent") if mix == "fully_independent" else (mix, "dense")
+  assert (cfg.mix_v, cfg.mix_o, cfg.mix_up, cfg.mix_down) == (attn, attn, ffn, ffn)
+  assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.vocab_size) == (6, 384, 6, 1536, 50257)
   n = count(cfg)
   assert n == n_params_formula(cfg)
   assert abs(n / paper - 1) < 0.02, n
 
 
+def test_fully_independent_parameter_count_by_hand():
+  """V, O, FFN-up and FFN-down per head, counted by hand from the shapes (not from the formula):
+  per layer dense Q, K (2 d^2) + block-diagonal V, O (2 H d_h^2) + per-head FFN (2 H d_h d_ff/H)
+  + CLN1, CLN2, CLN_v (3 x 2d); the tied embedding V d; LN_f 2d."""
+  # tiny: V 256, d 128, L 4, H 4, d_h 32, d_ff 512 (128 per head)
+  layer = 2 * 128 * 128 + 2 * 4 * 32 * 32 + 2 * 4 * 32 * 128 + 3 * 2 * 128     # = 74,496
+  assert count(base.load("configs/dual_stream_tiny_fully_independent.py").model) == (
+      256 * 128 + 4 * layer + 2 * 128) == 331_008
+  # 29M shape: V 50257, d 384, L 6, H 6, d_h 64, d_ff 1536 (256 per head)
+  layer = 2 * 384 * 384 + 2 * 6 * 64 * 64 + 2 * 6 * 64 * 256 + 3 * 2 * 384    # = 542,976
+  assert count(base.load("configs/dual_stream_29m_fully_independent.py").model) == (
+      50257 * 384 + 6 * layer + 2 * 384) == 22_557_312
+
+
+def test_fully_independent_ffn_is_block_diagonal_per_head():
+  """The FFN's Jacobian (output channel <- input channel) has nonzero d_h x d_h blocks on the head
+  diagonal only: perturbing head g's input moves head g's output and nothing else. The dense FFN
+  (the control) couples every pair of heads."""
+  from modelzoo.dual_stream.model import DualStreamFFN
+  H, Dh = 4, 8
+  for mix in ("independent", "dense"):
+    cfg = dataclasses.replace(TINY, d_model=H * Dh, n_heads=H, d_ff=4 * H * Dh, mix_up=mix,
+                              mix_down=mix)
+    ffn = DualStreamFFN(cfg)
+    w = jax.random.normal(jax.random.PRNGKey(1), (H * Dh,))
+    J = jax.jit(lambda w, ffn=ffn: jax.jacobian(lambda x: ffn.apply(
+        nn.unbox(ffn.init(jax.random.PRNGKey(2), w[None, None])), x[None, None])[0, 0])(w))(w)
+    block = np.abs(np.asarray(J)).reshape(H, Dh, H, Dh).max(axis=(1, 3))      # [out head, in head]
+    assert (block.diagonal() > 1e-4).all(), block
+    off = block[~np.eye(H, dtype=bool)]
+    assert (off == 0).all() if mix == "independent" else (off > 1e-4).all(), (mix, block)
+
+
 def test_formula_covers_the_other_variants():
-  cfg = base.load("configs/dual_stream_29m_independent.py").model
-  full_ind = dataclasses.replace(cfg, mix_up="independent", mix_down="independent")
-  assert count(full_ind) == n_params_formula(full_ind)
-  assert abs(count(full_ind) / 22.55e6 - 1) < 0.01       # the spec's "fully independent" 22.55M
   tiny = base.load("configs/dual_stream_tiny_dense.py").model
-  for kw in (dict(v_norm=False, tie_embeddings=False, mix_v="kronecker", mix_down="independent"),
-             dict(cln=False, norm_bias=False, frozen_tokens=True, mix_o="independent")):
+  for kw in ({"v_norm": False, "tie_embeddings": False, "mix_v": "kronecker",
+              "mix_down": "independent"},
+             {"cln": False, "norm_bias": False, "frozen_tokens": True, "mix_o": "independent"}):
     c = dataclasses.replace(tiny, **kw)
     assert count(c) == n_params_formula(c), kw
 
@@ -66,13 +98,13 @@ def test_every_param_has_logical_names_that_shard():
   cfg = dataclasses.replace(base.load("configs/dual_stream_29m_kronecker.py").model, vocab_size=50304)
   for c in (cfg, dataclasses.replace(cfg, mix_v="dense", mix_o="independent", mix_up="independent",
                                      mix_down="independent")):
-    boxed = jax.eval_shape(lambda: modelzoo.build(c).init(jax.random.PRNGKey(0),
+    boxed = jax.eval_shape(lambda c=c: modelzoo.build(c).init(jax.random.PRNGKey(0),
                                                          jnp.zeros((1, 8), jnp.int32)))["params"]
     allowed = {"vocab", "embed", "heads", "kv_heads", "kv", "mlp", "layers", "norm", None}
     for leaf in jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)):
       assert isinstance(leaf, nn.LogicallyPartitioned), leaf
       assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= allowed, leaf.names
-    mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     for s, leaf in zip(jax.tree.leaves(sharding.shardings(boxed, mesh)),
                        jax.tree.leaves(nn.unbox(boxed))):   # no mesh axis used twice; dims divide
       assert s.shard_shape(leaf.shape), (s, leaf.shape)
@@ -106,7 +138,9 @@ def init(cfg, T=16):
 
 
 # Kronecker V/O on the raw token stream: the hooks test and the invariant test share one compile.
-HOOKED = dataclasses.replace(TINY, v_norm=False)
+# M_V = M_O = I: attention's writes are of the embedding's size at init, so logit_scale moves the
+# logits visibly (with the default init they start ~0.01x as large).
+HOOKED = dataclasses.replace(TINY, v_norm=False, kron_init="identity")
 TOK = jax.random.randint(jax.random.PRNGKey(3), (2, 16), 0, TINY.vocab_size)
 POS, ONE = jnp.broadcast_to(jnp.arange(16), (2, 16)), jnp.ones((2, 16), jnp.int32)
 
@@ -175,7 +209,7 @@ def test_kv_cache_decoding_equals_full_forward(cfg, sample):
   p = init(cfg)
   if sample:   # generate() with the cache == by recomputation (amplified attention, as eval.py does)
     prompt = jax.random.randint(jax.random.PRNGKey(3), (2, 5), 0, cfg.vocab_size)
-    kw = dict(model_cfg=cfg, max_new=9, temperature=0.8, top_k=5, logit_scale=4.0)
+    kw = {"model_cfg": cfg, "max_new": 9, "temperature": 0.8, "top_k": 5, "logit_scale": 4.0}
     with_cache = generate(p, prompt, jax.random.PRNGKey(4), use_cache=True, **kw)
     without = generate(p, prompt, jax.random.PRNGKey(4), use_cache=False, **kw)
     np.testing.assert_array_equal(with_cache, without)
@@ -223,3 +257,58 @@ def test_tiny_run_loss_drops_and_amplification_eval(tmp_path, corpus, capsys):
   r1, r4 = out["logit_scale"]["1.0"], out["logit_scale"]["4.0"]
   assert r1["rel_loss_increase"] == 0.0 and r4["rel_loss_increase"] != 0.0
   assert np.isfinite(r4["eval_loss"])
+
+
+@pytest.mark.parametrize("over,want_v,want_o", [
+    ({}, ("normal", 0.02), ("normal", 0.005)),                     # the default: the precursor's
+    ({"kron_init": "identity"}, ("identity", 0.02), ("identity", 0.005)),
+    ({"kron_init_v": "identity", "kron_init_o": "normal", "kron_std_o": 0.1},
+     ("identity", 0.02), ("normal", 0.1)),
+    ({"kron_init": "identity", "kron_init_o": "normal", "kron_std_v": 0.05},
+     ("identity", 0.05), ("normal", 0.005))])
+def test_kronecker_inits_of_m_v_and_m_o(over, want_v, want_o):
+  """M_V and M_O start at I + N(0, std^2) (identity) or N(0, std^2) (normal), each with its own
+  setting; kron_init is the shared default, the std defaults to init_std (M_V) and
+  init_std/sqrt(2L) (M_O, 0.005 at L = 8). Sixteen heads, eight layers: 2048 draws per map."""
+  cfg = base.model_config("dual_stream", vocab_size=8, d_model=32, n_layers=8, n_heads=16, d_ff=32,
+                          max_len=8, mix_v="kronecker", mix_o="kronecker", **over)
+  modelzoo.check(cfg)
+  assert (cfg.kron_init_v_resolved, cfg.kron_init_o_resolved) == (want_v, want_o)
+  p = jax.jit(lambda: init(cfg, T=4))()["layers"]["attn"]
+  for (kind, std), m in ((want_v, p["value"]["mix"]), (want_o, p["out"]["mix"])):
+    assert m.shape == (8, 16, 16)
+    noise = np.asarray(m) - (np.eye(16) if kind == "identity" else 0.0)
+    assert abs(noise.mean()) < 0.1 * std and abs(noise.std() / std - 1) < 0.1, (kind, std, noise.std())
+
+
+def test_streams_keep_the_embedding_scale_at_init():
+  """The default init: attention's writes to x_t start at the dense model's scale (x_t's RMS stays
+  near the embedding's 0.02 through the layers). M_V = M_O = I with CLN_v writes a unit-RMS copy of
+  each head per layer: x_t's RMS grows 10x and more (docs/dual_stream.md, "Initialisation")."""
+  from modelzoo.dual_stream.init_scale import stream_rms
+  cfg = base.model_config("dual_stream", vocab_size=61, d_model=32, n_layers=4, n_heads=4, d_ff=64,
+                          max_len=16, mix_v="kronecker", mix_o="kronecker")
+  out = {}   # one compile: the forward pass does not depend on the init settings
+  for name, c in (("default", cfg), ("identity", dataclasses.replace(cfg, kron_init="identity"))):
+    out[name] = stream_rms(cfg, jax.jit(lambda c=c: init(c))(), TOK)[0]
+  assert out["default"].max() < 1.5 * out["default"][0], out
+  assert out["identity"][-1] > 10 * out["identity"][0], out
+
+
+def test_old_config_json_still_loads_and_builds():
+  """A run saved before the per-map init fields (kron_init only) and one saved when configs were one
+  flat ModelConfig (every family's fields) both load; their Kronecker maps keep kron_init."""
+  saved = base.to_dict(base.load("configs/dual_stream_tiny_kronecker.py"))["model"]
+  old = {k: v for k, v in saved.items()
+         if k not in ("kron_init_v", "kron_init_o", "kron_std_v", "kron_std_o")}
+  old["kron_init"] = "identity"
+  flat = {**old, "n_kv_heads": 0, "d_head": 0, "mlp": "gelu", "use_bias": False,
+          "attention": "softmax", "norm_placement": "pre", "matmul_dtype": "", "d_state": 16}
+  for d in (old, flat):
+    cfg = base.from_dict({"model": d}).model
+    modelzoo.check(cfg)
+    assert cfg.kron_init_v_resolved[0] == cfg.kron_init_o_resolved[0] == "identity"
+    assert count(cfg) == 691_584
+  cfg = base.load("configs/dual_stream_tiny_kronecker.py", ["model.kron_init_o=identity",
+                                                            "model.kron_std_v=0.1"])
+  assert base.from_dict(base.to_dict(cfg)) == cfg

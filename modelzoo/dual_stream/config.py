@@ -5,12 +5,14 @@ The model has one attention (softmax, RoPE or none, no GQA, d_head = d_model / n
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from configs.base import ConfigError, ModelConfig, choice, positive
+from configs.base import ConfigError, ModelConfig, choice, nonneg, positive
 from layers.head_mix import KINDS
 
 PER_HEAD = ("dense", "independent")   # the FFN maps change the per-head width: no Kronecker
+KRON_INITS = ("identity", "normal")
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,17 @@ class DualStreamConfig(ModelConfig):
   v_norm: bool = True                 # V reads CLN_v(x_t); False: the raw token stream x_t
   frozen_tokens: bool = False         # Frozen-Token-Stream: x_t stays the embedding, attention
                                       # writes x_e
-  kron_init: str = choice("identity", ("identity", "normal"))   # Kronecker M: I + N(0, init_std^2)
-                                                                # | N(0, init_std^2)
+  # Initialisation of the Kronecker maps M_V (value) and M_O (attention output), used only where
+  # mix_v / mix_o is "kronecker": identity = I + N(0, std^2), normal = N(0, std^2). kron_init is
+  # the setting of both maps (the only one before the per-map fields existed: older config.json
+  # files carry it); kron_init_v / kron_init_o override it per map ("" = kron_init). The stds
+  # default (0) to the precursor code's: init_std for M_V, init_std / sqrt(2 n_layers) for M_O
+  # (GPT-2's scaling of every map that writes to the residual). docs/dual_stream.md, "Initialisation".
+  kron_init: str = choice("normal", KRON_INITS)
+  kron_init_v: str = choice("", ("",) + KRON_INITS)
+  kron_init_o: str = choice("", ("",) + KRON_INITS)
+  kron_std_v: float = nonneg(0.0)     # 0 = init_std
+  kron_std_o: float = nonneg(0.0)     # 0 = init_std / sqrt(2 n_layers)
 
   @property
   def head_dim(self) -> int:
@@ -39,6 +50,17 @@ class DualStreamConfig(ModelConfig):
   @property
   def ffn_head_dim(self) -> int:
     return self.d_ff // self.n_heads
+
+  @property
+  def kron_init_v_resolved(self) -> tuple[str, float]:
+    """(identity | normal, std) of the Kronecker value map M_V."""
+    return self.kron_init_v or self.kron_init, self.kron_std_v or self.init_std
+
+  @property
+  def kron_init_o_resolved(self) -> tuple[str, float]:
+    """(identity | normal, std) of the Kronecker output map M_O."""
+    return (self.kron_init_o or self.kron_init,
+            self.kron_std_o or self.init_std / math.sqrt(2 * self.n_layers))
 
   def check(self) -> None:
     super().check()

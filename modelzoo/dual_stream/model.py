@@ -10,7 +10,7 @@
 CLN is LayerNorm per head slice (Norm(groups=H)); Mix_* are layers/head_mix.py maps chosen per
 projection (model.mix_v/mix_o/mix_up/mix_down). `a` is eval.py's --logit-scale (attention
 amplification), applied in the kernel path, the explicit path and the KV-cache decode path alike.
-Spec, its uncertainties and our choices: shared/research/dual_stream_spec.md, docs/dual_stream.md.
+The paper's facts, the points it leaves open and our choices: docs/dual_stream.md.
 
 Interpretability: with mutable=["intermediates"] every block sows both streams and its attention
 probabilities (attention then runs the explicit jnp path so the maps are the ones used); `interpret()`
@@ -45,9 +45,12 @@ class DualStreamAttention(nn.Module):
     kw = dict(init_std=cfg.init_std, **common.dtypes(cfg))
     qk = lambda name: Dense((H, Dh), ("embed", "heads", "kv"), use_bias=False, name=name, **kw)(u_BTD)
     q_BTHD, k_BTHD = qk("query"), qk("key")
-    # V: head-mixed channels of the token stream (never x_e).
-    v_BTHD = HeadMix(cfg.mix_v, Dh, (None, "embed", "heads", "kv"), kron_init=cfg.kron_init,
-                     name="value", **kw)(xv_BTD.reshape(B, T, H, Dh))
+    # V: head-mixed channels of the token stream (never x_e). Kronecker M_V and M_O take their own
+    # init (model.kron_init_v/_o, kron_std_v/_o); dense and independent maps keep GPT-2's.
+    v_kind, v_std = cfg.kron_init_v_resolved
+    v_BTHD = HeadMix(cfg.mix_v, Dh, (None, "embed", "heads", "kv"),
+                     init_std=v_std if cfg.mix_v == "kronecker" else cfg.init_std,
+                     kron_init=v_kind, name="value", **common.dtypes(cfg))(xv_BTD.reshape(B, T, H, Dh))
     if cfg.pos == "rope":
       q_BTHD = rope(q_BTHD, positions_BT, cfg.rope_theta)
       k_BTHD = rope(k_BTHD, positions_BT, cfg.rope_theta)
@@ -63,9 +66,10 @@ class DualStreamAttention(nn.Module):
     else:
       o_BTHD = attend(q_BTHD, k_BTHD, v_BTHD, segment_ids_BT, logit_scale, impl=cfg.attn_impl)
     o_BTHD = constrain(o_BTHD, ("batch", "length", "act_heads", None))
-    o_init = cfg.init_std if cfg.mix_o == "kronecker" else common.out_std(cfg)   # M_O = I + noise
-    y_BTHD = HeadMix(cfg.mix_o, Dh, ("heads", "kv", None, "embed"), init_std=o_init,
-                     kron_init=cfg.kron_init, name="out", **common.dtypes(cfg))(o_BTHD)
+    o_kind, o_std = cfg.kron_init_o_resolved
+    y_BTHD = HeadMix(cfg.mix_o, Dh, ("heads", "kv", None, "embed"),
+                     init_std=o_std if cfg.mix_o == "kronecker" else common.out_std(cfg),
+                     kron_init=o_kind, name="out", **common.dtypes(cfg))(o_BTHD)
     return y_BTHD.reshape(B, T, D)
 
 
@@ -171,8 +175,8 @@ def interpret(params, tokens_BT, positions_BT=None, segment_ids_BT=None, *, mode
   x_t = jnp.concatenate([x0_BTD[None], layer("x_t")])
   x_e = jnp.concatenate([jnp.zeros_like(x0_BTD)[None], layer("x_e")])
   lens = jax.vmap(lambda x: model.apply({"params": params}, x, method=DualStreamLM.readout))
-  out = dict(logits=logits_BTV, attn=layer("attn", "probs"), x_t=x_t, x_e=x_e, lens_t=lens(x_t),
-             lens_e=lens(x_e), lens=lens(x_t + x_e))
+  out = {"logits": logits_BTV, "attn": layer("attn", "probs"), "x_t": x_t, "x_e": x_e,
+         "lens_t": lens(x_t), "lens_e": lens(x_e), "lens": lens(x_t + x_e)}
   if per_head:
     H = model_cfg.n_heads
     E_VHD = model.apply({"params": params}, method=DualStreamLM.embedding)
