@@ -6,6 +6,12 @@
     python export.py --import exports/X-hf --workdir runs/Y [--config configs/quickstart.py] [k=v ...]
     python export.py --workdir runs/X --aot v5e:2x2 [--batch 8 --seq-len T --dtype bfloat16]
 
+Nothing is overwritten and nothing is half-written: --out must be new or an empty folder (or
+--force, which replaces it), and never the run's workdir, inside it or around it (not even with
+--force); --import needs a new or empty --workdir. Each is written into a temp folder beside it
+(`<out>.tmp-<pid>`) and renamed into place when complete; on any failure the temp folder is removed
+and the destination is as it was.
+
 `--format hf` works for the GPT-2 style (GPT2LMHeadModel) and Llama style (LlamaForCausalLM)
 decoders; any other model is refused with the reason. `--dtype bfloat16` casts while restoring.
 `--import` reads a seqzoo safetensors export or a Hugging Face folder (config.json + safetensors)
@@ -25,6 +31,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -43,7 +51,13 @@ def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="the run to export, or (with --import) to create")
   p.add_argument("--format", choices=FORMATS, help="what to write to --out")
-  p.add_argument("--out", help="output folder")
+  p.add_argument("--out", help="output folder: new or empty (or --force); never the run's workdir")
+  p.add_argument("--force", action="store_true",
+                 help="replace a non-empty --out (atomically: the old folder goes once the new one "
+                      "is complete); never the run's workdir")
+  p.add_argument("--allow-unverified", action="store_true",
+                 help="export from a checkpoint that has no checksums (written before they existed, "
+                      "or its checksum item lost); refused without it")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                  help="parameter dtype of the export (default: the run's model.param_dtype)")
@@ -93,34 +107,94 @@ def compile_for(args) -> int:
 def export(args) -> dict:
   if not args.format or not args.out:
     raise ConfigError("export needs --format {safetensors,hf,stablehlo} and --out DIR")
-  workdir = Path(args.workdir)
-  if args.format == "hf":       # refuse before reading a checkpoint
+  workdir, out = Path(args.workdir), Path(args.out)
+  check_out(out, workdir, args.force)       # refuse before reading a checkpoint
+  if args.format == "hf":
     hf.hf_arch(workdir_lib.read_config(workdir).model)
-  cfg, step, params = params_io.restore_params(workdir, args.step, args.dtype)
-  out = Path(args.out)
+  if args.format == "stablehlo":
+    try:
+      import flatbuffers  # noqa: F401 — jax.export's serializer needs it
+    except ImportError:
+      raise ConfigError("--format stablehlo needs the flatbuffers package: pip install "
+                        "'flatbuffers>=24'") from None
+  cfg, step, params = params_io.restore_params(workdir, args.step, args.dtype,
+                                               allow_unverified=args.allow_unverified)
+  write_atomically(out, "--out", lambda tmp: write_export(args, tmp, cfg, step, params))
+  return {"format": args.format, "step": step, "out": str(out), "model": cfg.model.name,
+          "param_dtype": cfg.model.param_dtype}
+
+
+def write_export(args, out: Path, cfg, step: int, params) -> None:
+  workdir = Path(args.workdir)
   if args.format == "safetensors":
     params_io.save_safetensors(out, params, cfg, workdir, meta={"step": step})
   elif args.format == "hf":
     hf_cfg, tensors = hf.to_hf(jax.device_get(params), cfg.model)
     hf.write_dir(out, hf_cfg, tensors)
   else:
-    try:
-      import flatbuffers  # noqa: F401 — jax.export's serializer needs it
-    except ImportError:
-      raise ConfigError("--format stablehlo needs the flatbuffers package: pip install "
-                        "'flatbuffers>=24'") from None
     from interop import stablehlo
     seq_len, cache_len = seq_cache_len(args, cfg)
     platforms = args.platforms.split(",") if args.platforms else None
     manifest = stablehlo.write(out, cfg, params, seq_len, args.batch, cache_len, platforms)
     if manifest["decode_step"] is None:
       print(f"note: model {cfg.model.name!r} keeps no decode cache: forward only", file=sys.stderr)
-  return {"format": args.format, "step": step, "out": str(out), "model": cfg.model.name,
-          "param_dtype": cfg.model.param_dtype}
+
+
+def check_out(out: Path, workdir: Path, force: bool) -> None:
+  """--out may only be somewhere nothing is lost: never the run itself (an export written into
+  its workdir replaces its config.json, and the run no longer resumes), and new or empty unless
+  --force."""
+  o, w = out.resolve(), workdir.resolve()     # symlinks and `..` as the filesystem sees them
+  if o == w or w in o.parents or o in w.parents:
+    where = "is" if o == w else "is inside" if w in o.parents else "contains"
+    raise ConfigError(f"--out {out} {where} the run's --workdir {workdir}; export to a folder "
+                      "outside the run")
+  if o.exists() and not o.is_dir():
+    raise ConfigError(f"--out {out} is a file, not a folder")
+  if o.is_dir() and any(o.iterdir()) and not force:
+    raise ConfigError(f"--out {out} is not empty; pass --force to replace it, or choose a new "
+                      "folder")
+
+
+def check_new_workdir(workdir: Path) -> None:
+  """--import makes a new run: it never writes over a folder that holds anything (a run)."""
+  if workdir.exists() and not (workdir.is_dir() and not any(workdir.iterdir())):
+    raise ConfigError(f"--workdir {workdir} is not a new or empty folder"
+                      + (" (it holds a run)" if (workdir / "config.json").exists() else "")
+                      + "; import into a new --workdir")
+
+
+def write_atomically(dest: Path, flag: str, write) -> None:
+  """write(tmp) fills a temp folder beside `dest` (the same filesystem), renamed to `dest` once
+  complete. On any failure (Ctrl-C too) the temp folder is removed and `dest` is as it was. An
+  existing `dest` is moved aside, the new folder renamed in, and only then the old one deleted."""
+  tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+  old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
+  try:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir()
+    try:
+      write(tmp)
+      if dest.exists():
+        dest.rename(old)
+      try:
+        tmp.rename(dest)
+      except BaseException:
+        if old.exists():
+          old.rename(dest)
+        raise
+    except BaseException:
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
+  except OSError as e:
+    raise ConfigError(f"{flag} {dest} could not be written ({e.strerror or e}); it is unchanged") \
+        from None
+  shutil.rmtree(old, ignore_errors=True)
 
 
 def import_(args) -> dict:
   src, workdir = Path(args.src), Path(args.workdir)
+  check_new_workdir(workdir)
   if not (src / "config.json").is_file():
     raise ConfigError(f"--import {src}: no config.json (neither a seqzoo export nor an HF folder)")
   meta = json.loads((src / "config.json").read_text())
@@ -133,7 +207,10 @@ def import_(args) -> dict:
   else:
     cfg, params = params_io.load_safetensors(src, args.overrides)
     tokenizer_src, kind = src, "seqzoo safetensors"
-  conf = params_io.write_run(workdir, cfg, params, tokenizer_src)
+  written = []
+  write_atomically(workdir, "--workdir", lambda tmp: written.append(
+      params_io.write_run(tmp, cfg, params, tokenizer_src)))
+  conf = workdir / written[0].name      # the config file train.py reads, renamed with its folder
   return {"imported": str(src), "as": kind, "workdir": str(workdir),
           "train": f"python train.py --config {conf} --workdir {workdir}"}
 

@@ -3,16 +3,19 @@
     python train.py --config configs/quickstart.py [--workdir runs/qs] [key.path=value ...]
 
 Re-running the same command with the same workdir resumes from its latest checkpoint and continues
-bitwise identically to an uninterrupted run. SIGTERM (preemption) saves a checkpoint and exits 0.
+bitwise identically to an uninterrupted run. SIGTERM (preemption) saves a checkpoint and exits 0;
+Ctrl-C saves one and exits 130 (a second Ctrl-C aborts at once). The workdir is written (its
+config.json, tokenizer) only once every check passed: a refused command leaves it as it was.
 On several hosts, the same command on each (see training/distributed.py, docs/multihost.md).
-`--check` validates config, data, tokenizer, mesh and checkpoints, then exits without compiling.
+`--check` validates config, data, tokenizer, mesh and checkpoints, then exits without compiling
+and without writing anything.
 `--aot TOPOLOGY` (v5e:2x2, v5p:4x4x4, v6e:4x4, v4:2x2x1, h100:1x1x8, a100:1x1x8) compiles this
 step for that slice on this host's CPU (libtpu / the CUDA plugin, `pip install -e '.[tpu]'` or
 `'.[gpu-aot]'`), prints memory per device against HBM, checked FLOPs, a roofline step time,
 tokens/s per chip and an MFU estimate (training/aot.py), writes nothing, and exits 0 if it fits.
 Exit codes (training/cli.py): 0 done (or preempted and saved; --aot: fits), 2 a user error, 1 a
 checkpoint write/read failure, 3 stopped after too many non-finite updates in a row (the last
-good state is saved), 4 --aot: the step does not fit in the topology's HBM.
+good state is saved), 4 --aot: the step does not fit in the topology's HBM, 130 Ctrl-C.
 
 This file is the command line and the loop; what it runs lives in packages: data/ (tokens ->
 batches), modelzoo/ (the model), layers/sharding.py (the mesh), training/ (state, optimizer and
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -39,7 +43,7 @@ from training import aot, cli, distributed, evaluate, platform_cpu
 from training import metrics as metrics_lib
 from training import step as step_lib
 from training.checkpoint import Checkpointer
-from training.workdir import prepare_workdir
+from training.workdir import check_workdir, claim_workdir
 
 log = logging.getLogger("seqzoo")
 
@@ -50,7 +54,14 @@ def parse_args(argv):
   p.add_argument("--config", required=True, help="configs/<name>.py")
   p.add_argument("--workdir", default=None, help="run directory (default runs/<config name>)")
   p.add_argument("--check", action="store_true",
-                 help="validate config, data, tokenizer, mesh and checkpoints; exit before compiling")
+                 help="validate config, data, tokenizer, mesh and checkpoints; exit before compiling, "
+                      "writing nothing")
+  p.add_argument("--from-scratch", action="store_true",
+                 help="start from step 0 although checkpoints of this run were set aside as "
+                      "unreadable (<workdir>/checkpoints_corrupt); without it train.py refuses")
+  p.add_argument("--allow-unverified", action="store_true",
+                 help="resume from a checkpoint that has no checksums (written before they "
+                      "existed, or its checksum item lost); refused without it")
   p.add_argument("--aot", metavar="TOPOLOGY", default=None,
                  help="compile the step for a TPU/GPU slice from this host and report memory, "
                       "FLOPs and a roofline (e.g. v5e:2x2, v5p:4x4x4, h100:1x1x8); runs nothing")
@@ -69,12 +80,15 @@ def main(argv=None) -> int:
   unapplied = platform_cpu.configure(cfg.mesh.cpu_devices)   # before the backend starts
   started = distributed.initialize(args)              # before anything asks JAX for devices
   lead = jax.process_index() == 0
+  n_proc = jax.process_count()
+  stop = Signals(n_proc == 1)      # until armed, a signal ends the command at once, nothing written
   if not lead:
     log.setLevel(logging.WARNING)                     # one process logs; all report warnings
   base.validate(cfg, jax.device_count())
   modelzoo.check(cfg.model)
   workdir = Path(args.workdir or f"runs/{Path(args.config).stem}")
-  prepare_workdir(workdir, cfg, lead)
+  if lead:
+    check_workdir(workdir, cfg)     # first; nothing is written to it until every check passed
   log.info("config:\n%s", base.to_json(cfg))
   log.info("%s; %d devices (%d local)", started, jax.device_count(), jax.local_device_count())
   if unapplied:
@@ -84,13 +98,11 @@ def main(argv=None) -> int:
   t = cfg.train
 
   # --- Data: each process reads its own shard of every global batch.
-  tok = tokenize.build_tokenizer(cfg.data, workdir if lead else None)   # one writer per shared file
+  saved = lead and (workdir / tokenize.FILENAME).is_file()    # a resumed run's own tokenizer
+  tok = tokenize.build_tokenizer(cfg.data, workdir if saved else None)   # saved by claim_workdir
   if tok.vocab_size > cfg.model.vocab_size:
     raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
                       f"{tok.name} tokenizer's vocabulary ({tok.vocab_size})")
-  if lead:
-    tok.save(workdir)
-  n_proc = jax.process_count()
   train_it = pipeline.build_dataset(cfg.data, tok, "train", batch_size=t.batch_size // n_proc,
                                     seed=t.seed, process_index=jax.process_index(),
                                     process_count=n_proc)
@@ -104,15 +116,21 @@ def main(argv=None) -> int:
   make_state, rng, abstract_state, state_sh = step_lib.init_state(model, tx, cfg, mesh)
   b_sh = sharding.batch_sharding(mesh)
   distributed.check_batch_layout(b_sh, (t.batch_size, cfg.data.seq_len))
-  ckpt = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep, cfg.ckpt.async_save)
+  steps = check_checkpoints(workdir, cfg, abstract_state)    # another model's: refused here
   if args.check:
-    ckpt.check_compatible(abstract_state)
-    ckpt.close()
     log.info("check passed: config, data (%s), tokenizer (%d ids), mesh %s and %d checkpoints in "
-             "%s; not compiling (--check)", cfg.data.source, tok.vocab_size, dict(mesh.shape),
-             len(ckpt.steps()), ckpt.dir)
+             "%s; not compiling, nothing written (--check)", cfg.data.source, tok.vocab_size,
+             dict(mesh.shape), len(steps), workdir / "checkpoints")
     return 0
-  start, state, data_state = ckpt.restore(abstract_state)
+  if not steps and not args.from_scratch:
+    refuse_a_silent_fresh_start(workdir)
+
+  # --- Every check passed: the workdir becomes this run's, and from here (before the first
+  # compile) a signal stops the loop at a step boundary, saving the state trained so far.
+  stop.arm()
+  claim_workdir(workdir, cfg, tok, lead)
+  ckpt = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep, cfg.ckpt.async_save)
+  start, state, data_state = ckpt.restore(abstract_state, allow_unverified=args.allow_unverified)
   if state is None:
     with sharding.activate(mesh):   # traced on the mesh: kernels in init run per shard too
       state, start = make_state(rng), 0
@@ -132,11 +150,11 @@ def main(argv=None) -> int:
   if lead:
     describe(compiled, cfg, n_params, time.time() - t0, flops_tok, peak, peak_src)
 
+  if stop.signal is not None:     # came while restoring or compiling: nothing trained to save
+    ckpt.close()
+    return stopped_at(stop.signal, start, start, ckpt.dir)
+
   # --- Loop. Metrics are fetched one step late so the host never waits for the device.
-  stop = {"signal": None}
-  if n_proc == 1:
-    signal.signal(signal.SIGTERM, lambda s, f: stop.__setitem__("signal", s))
-  # else JAX's preemption service owns SIGTERM and makes every process stop at the same step.
   writer = metrics_lib.Writer(workdir, active=lead)
   bar = progress_bar(start, t.steps, lead)
   pending, prev, tic, toc_step, last_eval = None, None, time.time(), start, {}
@@ -154,6 +172,7 @@ def main(argv=None) -> int:
                       "Skipped updates leave the state unchanged; the last good state is saved "
                       f"as {ckpt.dir / str(step)}")
 
+  preempted = None
   try:
     while step < t.steps:
       batch = distributed.to_global(next(train_it), b_sh)
@@ -175,12 +194,11 @@ def main(argv=None) -> int:
         writer.write(step, last_eval)
         if lead:
           bar.write(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-      preempted = stop["signal"] is not None or distributed.preemption_point(step)
-      ckpt.save(step, state, train_it.get_state(), force=step == t.steps or preempted)
+      preempted = stop.signal or ("JAX preemption notice" if distributed.preemption_point(step)
+                                  else None)
+      ckpt.save(step, state, train_it.get_state(), force=step == t.steps or preempted is not None)
       if preempted:
         ckpt.wait()
-        log.warning("preempted (%s): checkpoint at step %d saved, exiting",
-                    f"signal {stop['signal']}" if stop["signal"] else "JAX preemption notice", step)
         break
     if pending is not None:
       report(pending, bar, writer)
@@ -192,9 +210,79 @@ def main(argv=None) -> int:
     finally:
       writer.close()
       bar.close()
+  if preempted is not None:
+    return stopped_at(preempted, step, start, ckpt.dir)
   if lead and last_eval:
     log.info("done: step %d, %s", step, json.dumps({k: round(v, 4) for k, v in last_eval.items()}))
   return 0
+
+
+class Signals:
+  """SIGTERM (preemption) and SIGINT (Ctrl-C) on one process; with several, JAX's preemption
+  service owns SIGTERM (every process stops at the same step) and Ctrl-C just ends the command.
+
+  Until arm() (every check passed, nothing written yet) either ends the command at once. Armed
+  (before the first compile: a compile cannot be interrupted, and orbax's restore must not be),
+  a signal is recorded and the loop stops at the next step boundary, saving that step. A second
+  Ctrl-C aborts at once. cli.run puts the previous handlers back."""
+
+  def __init__(self, single_process: bool):
+    self.signal, self.armed = None, False
+    if single_process:
+      signal.signal(signal.SIGTERM, self._on)
+      signal.signal(signal.SIGINT, self._on)
+
+  def arm(self):
+    self.armed = True
+
+  def _on(self, sig, frame):
+    if not self.armed:
+      if sig == signal.SIGINT:
+        raise cli.Interrupted("before training started: nothing written")
+      raise cli.Preempted(f"signal {sig} before training started: nothing written")
+    self.signal = self.signal or sig
+    if sig == signal.SIGINT:
+      signal.signal(signal.SIGINT, abort)
+      # At once (a step or a save can take long), raw: a handler must not re-enter sys.stdout.
+      os.write(1, b"\nCtrl-C: stopping after this step and saving it (Ctrl-C again to abort)\n")
+
+
+def abort(sig, frame):
+  raise cli.Interrupted("a second Ctrl-C: aborted (a checkpoint being written is completed)")
+
+
+def stopped_at(why, step: int, start: int, ckpt_dir: Path) -> int:
+  """After a signal or JAX's preemption notice stopped the loop at `step`: 0 (preempted), or
+  130 for Ctrl-C (cli.Interrupted), said in one line."""
+  what = (f"checkpoint at step {step} saved in {ckpt_dir}" if step > start else
+          f"stopped before step {start + 1}: nothing trained, nothing to save")
+  if why == signal.SIGINT:
+    raise cli.Interrupted(what)
+  log.warning("preempted (%s): %s, exiting", why if isinstance(why, str) else f"signal {why}", what)
+  return 0
+
+
+def check_checkpoints(workdir: Path, cfg: base.Config, abstract_state) -> list[int]:
+  """The workdir's checkpoint steps, read without changing anything (read_only: no directory
+  created, no debris cleaned); ConfigError if they hold another model's arrays."""
+  if not (workdir / "checkpoints").is_dir():
+    return []
+  ckpt = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep, read_only=True)
+  try:
+    ckpt.check_compatible(abstract_state)
+    return ckpt.steps()
+  finally:
+    ckpt.close()
+
+
+def refuse_a_silent_fresh_start(workdir: Path):
+  """No checkpoint left, but some were set aside as unreadable (by an earlier train.py): starting
+  from step 0 would silently throw the run away. Ask to be told."""
+  aside = workdir / "checkpoints_corrupt"
+  if aside.is_dir() and any(aside.iterdir()):
+    raise ConfigError(f"checkpoints of this run were set aside as unreadable in {aside}; pass "
+                      "--from-scratch to start again from step 0 in this workdir, or use a new "
+                      "--workdir")
 
 
 # The chunked recurrent kernels pad T up to a multiple of their chunk (the padded tokens leave the
@@ -208,9 +296,9 @@ def chunk_notes(cfg: base.Config) -> list[str]:
     return []
   C = getattr(cfg.model, field_)
   padded = -(-T // C) * C
-  return [f"note: data.seq_len={T} is not a multiple of model.{field_}={C}; the kernel pads each "
-          f"sequence to {padded} automatically ({padded - T} padded tokens, "
-          f"{(padded - T) / padded:.0%} of the scan's work)"]
+  return [(f"note: data.seq_len={T} is not a multiple of model.{field_}={C}; the kernel pads each "
+           f"sequence to {padded} automatically ({padded - T} padded tokens, "
+           f"{(padded - T) / padded:.0%} of the scan's work)")]
 
 
 def describe(compiled, cfg, n_params, compile_s, flops_tok, peak, peak_src):

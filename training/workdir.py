@@ -1,6 +1,7 @@
 """A run's directory: its config.json, its checkpoints, the mesh and shardings it restores onto.
 
-    prepare_workdir(workdir, cfg, lead)     # train.py: one run per workdir, config.json written
+    check_workdir(workdir, cfg)             # train.py, first: one run per workdir; writes nothing
+    claim_workdir(workdir, cfg, tok, lead)  # train.py, once every check passed: config.json
     cfg = read_config(workdir)
     mesh = restore_mesh(cfg)                # the run's own mesh, or the nearest these devices hold
     cfg = on_mesh(cfg, mesh)                # its sizes and a batch that mesh divides
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -27,47 +29,74 @@ from layers import sharding
 
 
 def check_workdir(workdir: Path, cfg: base.Config):
-  """A workdir belongs to one run: its model and data must not change between invocations."""
+  """Refuses, writing nothing, a workdir this run cannot have: one that cannot be a directory, or
+  that holds another run (a workdir belongs to one run: its model and data never change)."""
+  if workdir.exists() and not workdir.is_dir():
+    raise ConfigError(f"--workdir {workdir} is not a directory")
+  parent = next(p for p in (workdir, *workdir.absolute().parents) if p.exists())
+  if not parent.is_dir():
+    raise ConfigError(f"--workdir {workdir} cannot be created: {parent} is not a directory")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ConfigError(f"--workdir {workdir} is not writable ({parent}: permission denied)")
   f = workdir / "config.json"
   if not f.exists():
     return
-  try:
-    old = json.loads(f.read_text())
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ConfigError(f"{f} is not a seqzoo config.json ({e}); use a new --workdir") from None
-  if not isinstance(old, dict):
-    raise ConfigError(f"{f} is not a seqzoo config.json; use a new --workdir")
+  old = config_dict(f)
   new = base.to_dict(cfg)
   if isinstance(old.get("model"), dict):    # as this code reads it: older runs saved every
-    old["model"] = base.to_dict(base.from_dict({"model": old["model"]}))["model"]   # family's
+    old["model"] = base.to_dict(from_dict(f, {"model": old["model"]}))["model"]   # family's
   for sec in ("model", "data"):
     if old.get(sec) != new[sec]:
-      diff = sorted(k for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k])
+      have = old[sec] if isinstance(old.get(sec), dict) else {}
+      diff = sorted(k for k in set(new[sec]) | set(have) if have.get(k) != new[sec].get(k))
       raise ConfigError(f"workdir {workdir} holds another run (its config.json differs in "
                         f"{', '.join(f'{sec}.{k}' for k in diff)}); use a new --workdir")
 
 
-def prepare_workdir(workdir: Path, cfg: base.Config, lead: bool):
-  """Creates the workdir; the lead process (the workdir is shared) checks it, writes config.json."""
+def claim_workdir(workdir: Path, cfg: base.Config, tok, lead: bool):
+  """Makes `workdir` this run's, once every check passed (check_workdir first): creates it, and
+  the lead process (the workdir is shared) writes config.json and the tokenizer file."""
   try:
     workdir.mkdir(parents=True, exist_ok=True)
+    if lead:
+      tmp = workdir / f"config.json.{os.getpid()}.tmp"    # a crash never leaves half a file
+      tmp.write_text(base.to_json(cfg))
+      tmp.replace(workdir / "config.json")
+      tok.save(workdir)
   except OSError as e:
-    raise ConfigError(f"--workdir {workdir} cannot be created: {e.strerror or e}") from None
-  if not workdir.is_dir():
-    raise ConfigError(f"--workdir {workdir} is not a directory")
-  if lead:
-    check_workdir(workdir, cfg)
-    try:
-      (workdir / "config.json").write_text(base.to_json(cfg))
-    except OSError as e:
-      raise ConfigError(f"--workdir {workdir} is not writable: {e.strerror or e}") from None
+    raise ConfigError(f"--workdir {workdir} is not writable: {e.strerror or e}") from None
 
 
 def read_config(workdir: Path) -> base.Config:
   f = Path(workdir) / "config.json"
   if not f.exists():
     raise ConfigError(f"--workdir {workdir}: no config.json (not a seqzoo run directory)")
-  return base.from_dict(json.loads(f.read_text()))
+  return from_dict(f, config_dict(f))
+
+
+def config_dict(f: Path) -> dict:
+  """The JSON object in config file `f`; anything else (binary, not JSON, a list) is one error."""
+  try:
+    d = json.loads(f.read_bytes().decode("utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{f} is not a seqzoo config.json ({e}); use a new --workdir") from None
+  except OSError as e:
+    raise ConfigError(f"{f} cannot be read: {e.strerror or e}") from None
+  if not isinstance(d, dict):
+    raise ConfigError(f"{f} is not a seqzoo config.json (a JSON {type(d).__name__}, not an "
+                      "object); use a new --workdir")
+  return d
+
+
+def from_dict(f: Path, d: dict) -> base.Config:
+  """base.from_dict, its errors naming the file they came from."""
+  try:
+    return base.from_dict(d)
+  except ConfigError as e:
+    raise ConfigError(f"{f}: {e}") from None
+  except (TypeError, ValueError, KeyError, AttributeError) as e:   # until base.from_dict says it
+    why = (str(e).strip().splitlines() or [""])[0][:200]
+    raise ConfigError(f"{f} is not a seqzoo config.json ({type(e).__name__}: {why})") from None
 
 
 def checkpoint_steps(workdir: Path) -> list[int]:
@@ -88,7 +117,7 @@ def restore_mesh_shape(mesh_cfg: base.MeshConfig, n_devices: int) -> tuple[dict,
     why = str(e)
   tensor = math.gcd(max(mesh_cfg.tensor, 1), n_devices)
   fsdp = math.gcd(max(mesh_cfg.fsdp, 1), n_devices // tensor)
-  sizes = dict(data=n_devices // (tensor * fsdp), fsdp=fsdp, tensor=tensor)
+  sizes = {"data": n_devices // (tensor * fsdp), "fsdp": fsdp, "tensor": tensor}
   return sizes, (f"the run's {why}: restoring onto mesh "
                  + " ".join(f"{k}={v}" for k, v in sizes.items()) + " instead")
 
