@@ -238,9 +238,10 @@ class Checkpointer:
 
 
 def _quiet_abandoned_writes():
-  """After a failed write, tensorstore still completes the sibling writes and calls back into the
-  save's event loop, already closed: Python prints each as an unraisable RuntimeError. Those
-  tracebacks would bury the one clear error; every other unraisable is still reported."""
+  """After a failed write or read (a truncated array file: one per chunk, 38 for a tiny run),
+  tensorstore still completes the sibling operations and calls back into the event loop orbax
+  already closed: Python prints each as an unraisable RuntimeError. Those tracebacks would bury
+  the one clear error or warning; every other unraisable is still reported."""
   prev = sys.unraisablehook
   if getattr(prev, "_seqzoo", False):
     return
