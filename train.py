@@ -125,12 +125,13 @@ def main(argv=None) -> int:
   if not steps and not args.from_scratch:
     refuse_a_silent_fresh_start(workdir)
 
-  # --- Every check passed: the workdir becomes this run's, and from here (before the first
-  # compile) a signal stops the loop at a step boundary, saving the state trained so far.
+  # --- Every check passed. From here (before the first compile) a signal stops the loop at a
+  # step boundary, saving the state trained so far. Once a checkpoint restored (or there is
+  # none), the workdir becomes this run's.
   stop.arm()
-  claim_workdir(workdir, cfg, tok, lead)
   ckpt = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep, cfg.ckpt.async_save)
   start, state, data_state = ckpt.restore(abstract_state, allow_unverified=args.allow_unverified)
+  claim_workdir(workdir, cfg, tok, lead)
   if state is None:
     with sharding.activate(mesh):   # traced on the mesh: kernels in init run per shard too
       state, start = make_state(rng), 0

@@ -87,6 +87,11 @@ def test_a_refused_run_never_changes_the_workdir(run, corpus, tmp_path, capsys):
   before = tree(wd)
   rc, _, err = train(capsys, wd, corpus, "model.d_model=64", "train.steps=3")
   assert rc == 2 and "holds another run" in err and tree(wd) == before, err
+  # A checkpoint refused as unverified (its checksums lost): config.json keeps train.steps=2.
+  shutil.rmtree(wd / "checkpoints" / "2" / "checksum")
+  before = tree(wd)
+  rc, _, err = train(capsys, wd, corpus, "train.steps=3")
+  assert rc == 1 and "--allow-unverified" in err and tree(wd) == before, err
 
 
 def test_check_writes_nothing(run, corpus, tmp_path, capsys):
@@ -109,9 +114,10 @@ def test_export_never_overwrites_and_never_writes_into_the_run(run, tmp_path, ca
   args = ["--workdir", wd, "--format", "safetensors", "--out"]
   for out, where in ((wd, "is"), (wd / "export", "is inside"), (tmp_path, "contains"),
                      (link, "is"), (wd / ".." / "run", "is")):
-    rc, err = export(capsys, *args, out, "--force")      # not even with --force
-    assert rc == 2 and one_line(err, f"error: --out {out} {where} the run's --workdir"), err
-    assert tree(wd) == before
+    for force in ([], ["--force"]):                       # not even with --force
+      rc, err = export(capsys, *args, out, *force)
+      assert rc == 2 and one_line(err, f"error: --out {out} {where} the run's --workdir"), err
+      assert tree(wd) == before
   full = tmp_path / "full"
   full.mkdir()
   (full / "config.json").write_text("{}")
