@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -94,8 +93,7 @@ def main(argv=None) -> int:
   if args.aot:
     return compile_for(args)
   platform_cpu.start()
-  # stdout is the JSON report: warnings (a checkpoint skipped) go to stderr, one line each
-  logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
+  cli.setup_logging(sys.stderr)     # stdout is the JSON report: warnings go to stderr
   out = evaluate.report(Path(args.workdir), step=args.step, batches=args.batches,
                         logit_scales=args.logit_scale, sample=args.sample,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature,

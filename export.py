@@ -197,7 +197,7 @@ def import_(args) -> dict:
   check_new_workdir(workdir)
   if not (src / "config.json").is_file():
     raise ConfigError(f"--import {src}: no config.json (neither a seqzoo export nor an HF folder)")
-  meta = json.loads((src / "config.json").read_text())
+  meta = params_io.read_json(src / "config.json")
   if "model_type" in meta:
     hf_cfg, tensors = hf.read_dir(src)
     cfg = base.load(args.config)
@@ -216,6 +216,7 @@ def import_(args) -> dict:
 
 
 def main(argv=None) -> int:
+  cli.setup_logging(sys.stderr)     # stdout is the JSON report: warnings go to stderr
   args = parse_args(argv)
   if args.aot:
     if args.src:

@@ -69,6 +69,8 @@ SLOW = (
     "tests/test_faults.py::test_non_finite_updates_are_skipped",
     "tests/test_faults.py::test_checkpoint_restores_on_another_mesh",
     "tests/test_bad_input.py::test_checkpoint_of_another_model_shape",
+    "tests/test_workdir_promises.py::test_ctrl_c_saves_and_exits_130",
+    "tests/test_workdir_promises.py::test_signal_before_the_first_compile_is_honoured",
     # the interpret matrix on meshes (attention with GQA stays in the default run)
     "tests/test_shard_kernels.py::test_model_on_mesh_equals_one_device_interpret[selective_scan]",
     "tests/test_shard_kernels.py::test_model_on_mesh_equals_one_device_interpret[delta_rule]",

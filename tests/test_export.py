@@ -132,11 +132,12 @@ def test_export_and_import_on_the_runs_own_mesh(tmp_path, corpus, capsys):
 
 
 def test_a_run_whose_mesh_the_devices_cannot_hold_falls_back(tmp_path, corpus, capsys):
-  cfg, params = make_run(tmp_path, corpus, "mesh.data=1", "mesh.fsdp=8")
+  run = tmp_path / "run"
+  cfg, params = make_run(run, corpus, "mesh.data=1", "mesh.fsdp=8")
   pod = base.apply_overrides(cfg, ["mesh.fsdp=16"])             # as if trained on 16 devices
-  (tmp_path / "config.json").write_text(base.to_json(pod))
+  (run / "config.json").write_text(base.to_json(pod))
   capsys.readouterr()
-  assert entry.export(["--workdir", str(tmp_path), "--format", "safetensors",
+  assert entry.export(["--workdir", str(run), "--format", "safetensors",
                       "--out", str(tmp_path / "st"), "--dtype", "bfloat16"]) == 0
   assert ("note: the run's mesh data=1 fsdp=16 tensor=1 needs 16 devices but 8 are available: "
           "restoring onto mesh data=1 fsdp=8 tensor=1 instead") in capsys.readouterr().err

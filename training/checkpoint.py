@@ -166,7 +166,7 @@ class Checkpointer:
       self._skip(s, error or "failed on another process")
     if candidates:
       after = " (each left in place)" if self.read_only else \
-          f" (moved to {self.dir.parent / 'checkpoints_corrupt'}); to start afresh, rerun"
+          f" (moved to {self.dir.parent / 'checkpoints_corrupt'}); to start afresh, rerun with --from-scratch or use a new --workdir"
       raise CheckpointError(f"none of the checkpoints in {self.dir} could be restored{after}")
     return None, None, None
 

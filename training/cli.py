@@ -61,9 +61,11 @@ def run(main, argv=None) -> int:
         signal.signal(s, h)
 
 
-def setup_logging():
-  """INFO lines of our own on stdout, only warnings from the libraries."""
-  logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout, force=True)
+def setup_logging(stream=None):
+  """INFO lines of our own on stdout (stderr where stdout is the command's JSON report), only
+  warnings from the libraries."""
+  logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=stream or sys.stdout,
+                      force=True)
   log.setLevel(logging.INFO)
   for noisy in ("absl", "orbax", "jax._src"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
