@@ -37,7 +37,7 @@ import jax
 import modelzoo
 from configs import base
 from configs.base import ConfigError
-from data import pipeline, sources, tokenize
+from data import pipeline, tokenize
 from layers import sharding
 from training import aot, cli, distributed, evaluate, platform_cpu
 from training import metrics as metrics_lib
@@ -98,16 +98,17 @@ def main(argv=None) -> int:
   t = cfg.train
 
   # --- Data: each process reads its own shard of every global batch.
+  # A task source (data/tasks.py) has none: its ids are the task's, checked by base.validate.
   saved = lead and (workdir / tokenize.FILENAME).is_file()    # a resumed run's own tokenizer
   tok = tokenize.build_tokenizer(cfg.data, workdir if saved else None)   # saved by claim_workdir
-  if tok.vocab_size > cfg.model.vocab_size:
+  if tok is not None and tok.vocab_size > cfg.model.vocab_size:
     raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
                       f"{tok.name} tokenizer's vocabulary ({tok.vocab_size})")
   train_it = pipeline.build_dataset(cfg.data, tok, "train", batch_size=t.batch_size // n_proc,
                                     seed=t.seed, process_index=jax.process_index(),
                                     process_count=n_proc)
   val = evaluate.val_batches(cfg, tok, t.eval_steps)
-  bpt = sources.bytes_per_token(cfg.data, tok, "val")
+  bpt = evaluate.bytes_per_token(cfg, tok)
 
   # --- Model, optimizer, mesh, sharded state.
   model = modelzoo.build(cfg.model)
@@ -118,8 +119,9 @@ def main(argv=None) -> int:
   distributed.check_batch_layout(b_sh, (t.batch_size, cfg.data.seq_len))
   steps = check_checkpoints(workdir, cfg, abstract_state)    # another model's: refused here
   if args.check:
-    log.info("check passed: config, data (%s), tokenizer (%d ids), mesh %s and %d checkpoints in "
-             "%s; not compiling, nothing written (--check)", cfg.data.source, tok.vocab_size,
+    log.info("check passed: config, data (%s), tokenizer (%s ids), mesh %s and %d checkpoints in "
+             "%s; not compiling, nothing written (--check)", cfg.data.source,
+             "no: a task's" if tok is None else tok.vocab_size,
              dict(mesh.shape), len(steps), workdir / "checkpoints")
     return 0
   if not steps and not args.from_scratch:
@@ -215,6 +217,12 @@ def main(argv=None) -> int:
     return stopped_at(preempted, step, start, ckpt.dir)
   if lead and last_eval:
     log.info("done: step %d, %s", step, json.dumps({k: round(v, 4) for k, v in last_eval.items()}))
+  curves = evaluate.regression_curves(cfg, model, state.params, val, b_sh, mesh)
+  if lead and curves is not None:      # in-context regression: error per context length
+    (workdir / evaluate.REGRESSION_FILE).write_text(json.dumps({"step": step, **curves}))
+    log.info("error per context length k (model / ols / gd / zero) in %s: %s", evaluate.REGRESSION_FILE,
+             "  ".join(f"k={k}: {m:.3f}/{o:.3f}/{g:.3f}/{z:.3f}" for k, m, o, g, z in
+                       list(zip(*(curves[n] for n in ("k", "model", "ols", "gd", "zero"))))[::4]))
   return 0
 
 
@@ -325,7 +333,8 @@ def report(pending, bar, writer):
   step, out = pending
   writer.write(step, out)
   bar.update(step - bar.n)
-  bar.set_postfix(loss=f"{out['loss']:.4f}", tok_s=f"{out['tokens_per_sec']:.0f}",
+  acc = {"acc": f"{out['accuracy']:.3f}"} if "accuracy" in out else {}   # a token task
+  bar.set_postfix(loss=f"{out['loss']:.4f}", **acc, tok_s=f"{out['tokens_per_sec']:.0f}",
                   mfu=f"{out['mfu']:.1%}")
 
 

@@ -117,6 +117,10 @@ class ModelConfig:
   dtype: str = choice("float32", DTYPES)   # compute dtype
 
   packing: ClassVar[bool] = True      # the model takes packed sequences (data.pack, segment ids)
+  # Width of a real-valued read-in (data.source=linear_regression: d+1); 0 = token ids. A family
+  # that has one redeclares it as a field (the decoder: model.d_in). It lives in the model's config
+  # because the parameter shapes are a function of the model config alone (restores, exports).
+  d_in: ClassVar[int] = 0
 
   @property
   def dot_dtype(self) -> str:
@@ -132,9 +136,13 @@ class ModelConfig:
     check_fields(self, "model")
 
 
+TASK_SOURCES = ("mqar", "selective_copy", "induction", "phonebook", "linear_regression")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-  source: str = choice("stdlib", ("stdlib", "text", "tokens", "arrayrecord"))
+  # text sources (data/sources.py), or a procedural task (data/tasks.py: no files, no tokenizer)
+  source: str = choice("stdlib", ("stdlib", "text", "tokens", "arrayrecord") + TASK_SOURCES)
   path: str = ""                   # files or globs, comma-separated (text/tokens/arrayrecord)
   tokenizer: str = choice("byte", ("byte", "char", "bpe"))
   tokenizer_path: str = ""         # bpe: a tokenizer.json to load (else trained on the train split)
@@ -146,6 +154,31 @@ class DataConfig:
   # uniformly random token offsets)
   sampling: str = choice("epochs", ("epochs", "random"))
   num_workers: int = 0             # grain worker processes (0 = in-process)
+  # A task's knobs (data.source = a task), named as its dataclass in data/tasks.py names them and
+  # validated by it; a knob the task does not have must stay at its default here. Ints: 0 = the
+  # task's own default. data.seq_len is T, passed as the task's seq_len where it has one (mqar,
+  # selective_copy, induction, phonebook: longer than the book pads) and checked against the
+  # length the knobs fix where it has none (linear_regression: 2n interleaved, n concat).
+  vocab_size: int = nonneg(0)      # V of a token task (model.vocab_size must be >= it)
+  num_pairs: int = nonneg(0)       # mqar: key-value pairs
+  num_queries: int = nonneg(0)     # mqar: keys queried (0 = all)
+  power_a: float = positive(0.01)  # mqar: query gaps ~ (g+1)^(power_a-1)
+  num_tokens: int = nonneg(0)      # selective_copy: data tokens to copy
+  num_entries: int = nonneg(0)     # phonebook: entries in the book
+  name_len: int = nonneg(0)        # phonebook: tokens per name
+  number_len: int = nonneg(0)      # phonebook: tokens per number (the answer)
+  d: int = nonneg(0)               # linear_regression: input dimension (model.d_in = d + 1)
+  n: int = nonneg(0)               # linear_regression: points per sequence
+  sigma: float = nonneg(0.0)       # linear_regression: label noise
+  layout: str = choice("interleave", ("interleave", "concat"))   # linear_regression
+  ridge_lambda: float = nonneg(0.1)   # linear_regression: the ridge baseline's lambda
+  eta: float = positive(1.0)       # linear_regression: the 1-step GD baseline's learning rate
+  eval_seq_len: int = nonneg(0)    # task: T of the val split (0 = data.seq_len): length extrapolation
+
+  @property
+  def task(self) -> bool:
+    """Whether the source is a procedural task (data/tasks.py) rather than text."""
+    return self.source in TASK_SOURCES
 
 
 @dataclass(frozen=True)
@@ -378,6 +411,12 @@ def validate(cfg: Config, n_devices: int) -> None:
   if m.pos == "learned" and cfg.data.seq_len > m.max_len:
     raise ConfigError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_len={m.max_len}, the size "
                       "of the learned position table")
+  if cfg.data.task:
+    from data import sources
+    sources.check_task(cfg.data, m)      # the knobs (through data/tasks.py), lengths, vocab, d_in
+  elif cfg.data.eval_seq_len or m.d_in:
+    key = "data.eval_seq_len" if cfg.data.eval_seq_len else "model.d_in"
+    raise ConfigError(f"{key} is for a task source (data.source={cfg.data.source!r})")
   if cfg.data.pack and not m.packing:
     raise ConfigError(f"data.pack=true: model.name={m.name!r} takes no packed sequences (its "
                       "recurrent state would cross document boundaries)")

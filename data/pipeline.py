@@ -20,6 +20,12 @@ train: an endless stream of epochs, each a fresh seeded permutation of the examp
   position in the stream; val: in order, once (always the stride-T windows).
 The pipeline is a grain MapDataset of batches (random access by batch index), so the iterator state is one
 integer, the number of batches already returned, and each process computes only its own batches.
+
+Task sources (data.source=mqar, ..., data/tasks.py; `tok` is None): batch k is examples [k*b, (k+1)*b) of
+tasks.TaskExamples, example i a pure function of (task, seed, split, i), so every batch is fresh and the
+same state resumes the same batches. train: seed = train.seed, endless; val: seed = the `seed` given (0 from
+training/evaluate.py: the same val draws for every run), at data.eval_seq_len if set, as many batches as
+asked for. The batch has the keys above only (linear_regression: inputs float32 [b, T, d+1], targets float32).
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import grain
 import numpy as np
 
 from configs.base import ConfigError, DataConfig
-from data import sources
+from data import sources, tasks
 
 # One background thread computes upcoming batches while the train step runs (numpy and XLA release the
 # GIL); grain's index-based prefetch keeps get_state() exact: it counts batches *returned*, not computed.
@@ -174,6 +180,8 @@ def build_dataset(cfg: DataConfig, tok, split: str, *, batch_size: int, seed: in
     raise ConfigError(f"seed={seed} must be in [0, 2**32)")
   if cfg.seq_len < 1:
     raise ConfigError(f"data.seq_len={cfg.seq_len} must be > 0")
+  if cfg.task:
+    return _task_dataset(cfg, split, batch_size, seed, process_index, process_count)
   sp = sources.token_split(cfg, tok, split)
   iid = split == "train" and cfg.sampling == "random"
   if cfg.pack and iid:
@@ -195,6 +203,11 @@ def build_dataset(cfg: DataConfig, tok, split: str, *, batch_size: int, seed: in
     batches = Batches(examples, batch_size, n // global_batch * process_count, None)
   # Per-process batch j of global batch k is batch k*P + j: every process reads only its own rows.
   ds = grain.MapDataset.source(batches)[process_index::process_count]
+  return _iterate(ds, cfg)
+
+
+def _iterate(ds, cfg: DataConfig):
+  """A grain iterator over a MapDataset of batches: in-process prefetch, or data.num_workers processes."""
   if cfg.num_workers > 0:
     # Spawned worker processes (the launching script needs an `if __name__ == "__main__":` guard). For
     # this in-memory pipeline they are slower than the in-process thread; kept for costly transforms.
@@ -205,6 +218,26 @@ def build_dataset(cfg: DataConfig, tok, split: str, *, batch_size: int, seed: in
     return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0)).mp_prefetch(opts))
   read = grain.ReadOptions(num_threads=PREFETCH_THREADS, prefetch_buffer_size=PREFETCH_BATCHES)
   return iter(ds.to_iter_dataset(read))
+
+
+class _TaskBatch:
+  """A task's examples, only the model's batch keys (a regression example also carries its draws)."""
+
+  def __init__(self, examples: tasks.TaskExamples):
+    self.examples = examples
+
+  def __len__(self) -> int:
+    return len(self.examples)
+
+  def gather(self, idx_b: np.ndarray) -> dict:
+    return {k: v for k, v in self.examples.gather(idx_b).items() if k in tasks.TOKEN_KEYS}
+
+
+def _task_dataset(cfg: DataConfig, split: str, batch_size: int, seed: int, process_index: int,
+                  process_count: int):
+  examples = _TaskBatch(tasks.TaskExamples(sources.task(cfg, split), seed, split))
+  batches = Batches(examples, batch_size, sys.maxsize // (batch_size * process_count) * process_count, None)
+  return _iterate(grain.MapDataset.source(batches)[process_index::process_count], cfg)
 
 
 if __name__ == "__main__":

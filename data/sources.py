@@ -9,13 +9,18 @@ stable hash of the path), `text` (data.path files or globs; the last data.val_fr
 file's characters is validation, as nanoGPT), `tokens` (nanoGPT uint16 .bin files, memory-mapped),
 `arrayrecord` (grain ArrayRecord files, one UTF-8 document per record). Tokenizing a split is done
 once per process and cached: train.py, its evaluation and bytes_per_token share it.
+
+Task sources (mqar, selective_copy, induction, phonebook, linear_regression) have no documents:
+`task(cfg.data, split)` is the data/tasks.py task their examples come from (data/pipeline.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import hashlib
 import os
+import re
 import sysconfig
 from pathlib import Path
 from typing import NamedTuple
@@ -23,9 +28,10 @@ from typing import NamedTuple
 import grain
 import numpy as np
 
-from configs.base import ConfigError, DataConfig
+from configs.base import TASK_SOURCES, ConfigError, DataConfig
+from data import tasks
 
-SOURCES = ("stdlib", "text", "tokens", "arrayrecord")
+SOURCES = ("stdlib", "text", "tokens", "arrayrecord") + TASK_SOURCES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,3 +221,74 @@ def check(cfg: DataConfig, split: str) -> None:
     raise ValueError(f"split={split!r} must be 'train' or 'val'")
   if cfg.source not in SOURCES:
     raise ConfigError(f"data.source={cfg.source!r} is not one of {SOURCES}")
+  if cfg.task:
+    raise ConfigError(f"data.source={cfg.source!r} is a procedural task: no documents or tokens "
+                      "(data/pipeline.py draws its examples through sources.task)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Task sources: the data/tasks.py task a DataConfig describes.
+
+# The DataConfig fields that are task knobs (data.seq_len aside, handled in task()).
+KNOBS = ("vocab_size", "num_pairs", "num_queries", "power_a", "num_tokens", "num_entries",
+         "name_len", "number_len", "d", "n", "sigma", "layout", "ridge_lambda", "eta")
+
+
+def task(cfg: DataConfig, split: str = "train"):
+  """The task of a task source, its knobs from `cfg` (a field left at its DataConfig default gives
+  the task's own default); the val split at data.eval_seq_len if set. ConfigError naming the
+  `data.<knob>` for a bad value or a knob the task does not have."""
+  if cfg.source not in TASK_SOURCES:
+    raise ConfigError(f"data.source={cfg.source!r} is not a task {TASK_SOURCES}")
+  cls = tasks.TASKS[cfg.source]
+  own = {f.name for f in dataclasses.fields(cls)}
+  default = DataConfig()
+  knobs = {}
+  for k in KNOBS:
+    v = getattr(cfg, k)
+    if v == getattr(default, k):
+      continue
+    if k not in own:
+      raise ConfigError(f"data.{k}={v!r} is not a knob of data.source={cfg.source!r} (its knobs: "
+                        + ", ".join(f"data.{o}" for o in sorted(own & set(KNOBS) | {"seq_len"} & own))
+                        + ")")
+    knobs[k] = v
+  T = cfg.eval_seq_len if split == "val" and cfg.eval_seq_len else cfg.seq_len
+  if "seq_len" in own:
+    knobs["seq_len"] = T
+  elif cfg.eval_seq_len:
+    raise ConfigError(f"data.eval_seq_len={cfg.eval_seq_len}: data.source={cfg.source!r} has no "
+                      "free length (its knobs fix it)")
+  try:
+    t = cls(**knobs)
+  except ConfigError as e:        # "mqar: num_pairs=9 needs ..." -> "data.source='mqar': data.num_pairs=9 ..."
+    msg = str(e).split(": ", 1)[-1]
+    msg = re.sub(rf"\b({'|'.join(sorted(own, key=len, reverse=True))})=", r"data.\1=", msg)
+    raise ConfigError(f"data.source={cfg.source!r}: {msg}") from None
+  if tasks.seq_len(t) != T:
+    raise ConfigError(f"data.seq_len={T} must equal {cfg.source}'s length {tasks.seq_len(t)} (2*data.n "
+                      "with data.layout='interleave', data.n with 'concat')")   # only it has no seq_len knob
+  return t
+
+
+def check_task(cfg: DataConfig, m) -> None:
+  """A task source against the model config `m` (base.validate): the knobs, both splits' lengths,
+  the vocabulary and the read-in."""
+  t, v = task(cfg, "train"), task(cfg, "val")
+  if cfg.pack:
+    raise ConfigError(f"data.pack=true: data.source={cfg.source!r} makes whole examples, nothing to pack")
+  if m.pos == "learned" and tasks.seq_len(v) > m.max_len:
+    raise ConfigError(f"data.eval_seq_len={tasks.seq_len(v)} exceeds model.max_len={m.max_len}, the size "
+                      "of the learned position table")
+  if isinstance(t, tasks.LinearRegression):
+    if m.d_in != t.input_dim:
+      raise ConfigError(f"data.source='linear_regression' reads rows of data.d+1={t.input_dim} reals: "
+                        f"set model.d_in={t.input_dim} (model.d_in={m.d_in}"
+                        + ("" if "d_in" in {f.name for f in dataclasses.fields(m)}
+                           else f"; model.name={m.name!r} has no real-valued read-in, use decoder")
+                        + ")")
+  elif m.d_in:
+    raise ConfigError(f"model.d_in={m.d_in}: data.source={cfg.source!r} is a token task (model.d_in=0)")
+  elif t.vocab_size > m.vocab_size:
+    raise ConfigError(f"model.vocab_size={m.vocab_size} is smaller than data.source={cfg.source!r}'s "
+                      f"vocabulary (data.vocab_size: {t.vocab_size})")

@@ -172,8 +172,12 @@ class BpeTokenizer(Tokenizer):
     return json.loads(self._tok.to_str())
 
 
-def build_tokenizer(cfg: DataConfig, workdir=None) -> Tokenizer:
-  """The run's tokenizer: reuses `workdir/tokenizer.json` if present, else builds it (and saves it there)."""
+def build_tokenizer(cfg: DataConfig, workdir=None) -> Tokenizer | None:
+  """The run's tokenizer: reuses `workdir/tokenizer.json` if present, else builds it (and saves it there).
+  None for a task source (data/tasks.py): its examples are token ids already, its vocabulary the
+  task's (data.vocab_size), and nothing is saved."""
+  if cfg.task:
+    return None
   if cfg.tokenizer not in ("byte", "char", "bpe"):
     raise ConfigError(f"data.tokenizer={cfg.tokenizer!r} is not one of ('byte', 'char', 'bpe')")
   if workdir is not None and (Path(workdir) / FILENAME).is_file():

@@ -72,11 +72,18 @@ class LM(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
+    """tokens_BT: token ids [B, T] -> logits [B, T, V]; with model.d_in > 0 real-valued rows
+    [B, T, d_in] -> the scalar read-out y_hat [B, T] (in-context regression, data/tasks.py)."""
     m = self.cfg
+    B, T = tokens_BT.shape[:2]
     if positions_BT is None:
-      positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
-    embed = Embed(m.vocab_size, m.d_model, m.init_std, name="embed", **matmul_dtypes(m))
-    x_BTD = embed(tokens_BT)
+      positions_BT = jnp.broadcast_to(jnp.arange(T), (B, T))
+    if m.d_in:    # a linear read-in in place of the table (Garg et al.'s transformer)
+      x_BTD = Dense((m.d_model,), (None, "embed"), init_std=m.init_std, name="read_in",
+                    **matmul_dtypes(m))(tokens_BT)
+    else:
+      embed = Embed(m.vocab_size, m.d_model, m.init_std, name="embed", **matmul_dtypes(m))
+      x_BTD = embed(tokens_BT)
     if m.pos == "learned":
       x_BTD = x_BTD + Embed(m.max_len, m.d_model, m.init_std, names=(None, "embed"), name="pos",
                             **dtypes(m))(positions_BT)
@@ -84,6 +91,10 @@ class LM(nn.Module):
     x_BTD = self.layers()(x_BTD, positions_BT, segment_ids_BT, logit_scale)
     if self.final_norm():
       x_BTD = norm(m)(name="norm_f")(x_BTD)
+    if m.d_in:
+      y_BT1 = Dense((1,), ("embed", None), init_std=m.init_std, name="read_out",
+                    **matmul_dtypes(m))(x_BTD)
+      return constrain(y_BT1[..., 0].astype(jnp.float32), ("batch", "length"))
     if m.tie_embeddings:
       logits_BTV = embed.attend(x_BTD)
     else:
@@ -95,6 +106,14 @@ class LM(nn.Module):
 def flops_per_token(m, n_params: int, kernel_flops: float) -> float:
   """6N + the kernels' part, N without the parameters that are only looked up, never multiplied
   (the untied input table, the learned position table): nanoGPT/PaLM's convention."""
-  lookups = (0 if m.tie_embeddings else m.vocab_size * m.d_model) + (
+  lookups = (0 if m.tie_embeddings or m.d_in else m.vocab_size * m.d_model) + (
       m.max_len * m.d_model if m.pos == "learned" else 0)
   return 6.0 * (n_params - lookups) + kernel_flops
+
+
+def dummy_inputs(m, seq_len: int):
+  """A batch of one zero example as the model reads it, to initialise or trace the parameters:
+  token ids int32 [1, T], or real-valued rows float32 [1, T, d_in] (model.d_in > 0)."""
+  if m.d_in:
+    return jnp.zeros((1, seq_len, m.d_in), jnp.float32)
+  return jnp.zeros((1, seq_len), jnp.int32)

@@ -3,7 +3,10 @@ evaluates with the same loss, training/aot.py (--aot) compiles them.
 
 `jit_train_step` is THE step: the loop runs it and `--aot` compiles it, with the same shardings,
 donation and batch spec, so what is compiled ahead of time is what runs. `loss_sums` is THE loss:
-the train step's objective and the eval step's (which may scale the attention logits).
+the train step's objective and the eval step's (which may scale the attention logits): token
+cross-entropy, or the squared error of a real-valued read-out (in-context regression). On a token
+task (data/tasks.py) both steps also sum accuracy over the answer positions, and the train
+step's metrics gain `accuracy` and `seq_accuracy`; other sources compute none of it.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import optax
 
 from configs import base
 from layers import sharding
+from modelzoo import common
 from training.checkpoint import abstract_like
 
 
@@ -56,16 +60,48 @@ def make_optimizer(t: base.TrainConfig):
 
 
 def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False,
-              logit_scale: float = 1.0):
-  """Sums over the batch of token cross-entropy, of the z-loss term, and of the token weights.
+              logit_scale: float = 1.0, answers: bool = False):
+  """(loss sum, z-loss sum, weight sum, extra sums) over the batch; the loss is sum / weights.
+
+  Token inputs (int [B, T]): token cross-entropy, and the z-loss term. Real-valued inputs (float
+  [B, T, d_in], model.d_in > 0: in-context regression): the squared error of the scalar read-out,
+  sum w * (y_hat - y)^2, no z-loss. The inputs' dtype is static, so each program has one loss.
+  answers=True (a token task) adds the sums of accuracy over the answer positions (weights > 0):
+  "correct" (argmax == target, weighted), "seqs_right" (sequences with every answer right) and
+  "seqs" (sequences with an answer); otherwise the extra sums are {} (nothing computed).
   logit_scale multiplies every attention logit (eval.py --logit-scale; 1 in training)."""
-  logits_BTV = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                           batch["segment_ids"] if pack else None,
-                           logit_scale=logit_scale).astype(jnp.float32)
+  out = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                    batch["segment_ids"] if pack else None,
+                    logit_scale=logit_scale).astype(jnp.float32)
+  w_BT = batch["weights"]
+  if jnp.issubdtype(batch["inputs"].dtype, jnp.floating):
+    sq_BT = (out - batch["targets"]) ** 2                      # out: y_hat [B, T]
+    return (sq_BT * w_BT).sum(), jnp.zeros(()), w_BT.sum(), {}
+  logits_BTV = out
   lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
   target_BT = jnp.take_along_axis(logits_BTV, batch["targets"][..., None], axis=-1)[..., 0]
-  w_BT = batch["weights"]
-  return ((lse_BT - target_BT) * w_BT).sum(), z_loss * (lse_BT**2 * w_BT).sum(), w_BT.sum()
+  extra = {}
+  if answers:
+    hit_BT = jnp.argmax(logits_BTV, axis=-1) == batch["targets"]
+    ans_BT = w_BT > 0
+    has_B = ans_BT.any(-1)
+    extra = {"correct": (hit_BT * w_BT).sum(),
+             "seqs_right": (has_B & (hit_BT | ~ans_BT).all(-1)).sum().astype(jnp.float32),
+             "seqs": has_B.sum().astype(jnp.float32)}
+  return ((lse_BT - target_BT) * w_BT).sum(), z_loss * (lse_BT**2 * w_BT).sum(), w_BT.sum(), extra
+
+
+def accuracies(extra: dict, w) -> dict:
+  """loss_sums' extra sums -> {"accuracy", "seq_accuracy"} ({} for none)."""
+  if not extra:
+    return {}
+  return {"accuracy": extra["correct"] / jnp.maximum(w, 1.0),
+          "seq_accuracy": extra["seqs_right"] / jnp.maximum(extra["seqs"], 1.0)}
+
+
+def measures_accuracy(cfg: base.Config) -> bool:
+  """Whether the steps measure accuracy: a token task (data/tasks.py; not the regression)."""
+  return cfg.data.task and cfg.model.d_in == 0
 
 
 def all_finite(tree) -> jax.Array:
@@ -81,25 +117,28 @@ def all_finite(tree) -> jax.Array:
 def make_train_step(model, tx, schedule, cfg: base.Config):
   t, A = cfg.train, cfg.train.grad_accum
 
+  acc = measures_accuracy(cfg)
+
   def objective(params, batch):
-    ce, z, w = loss_sums(model, params, batch, t.z_loss, cfg.data.pack)
-    return ce + z, (ce, w)
+    ce, z, w, extra = loss_sums(model, params, batch, t.z_loss, cfg.data.pack, answers=acc)
+    return ce + z, (ce, w, extra)
 
   grad_fn = jax.value_and_grad(objective, has_aux=True)
 
   def train_step(state: TrainState, batch):
     if A == 1:
-      (_, (ce, w)), grads = grad_fn(state.params, batch)
+      (_, (ce, w, extra)), grads = grad_fn(state.params, batch)
     else:
       # Micro-batch a takes rows a, a+A, ...: every device keeps an equal share of each micro-batch.
       micro = jax.tree.map(lambda x: x.reshape(-1, A, *x.shape[1:]).swapaxes(0, 1), batch)
 
       def accumulate(carry, mb):
-        (_, (ce_i, w_i)), g_i = grad_fn(state.params, mb)
-        g, ce, w = carry
-        return (jax.tree.map(jnp.add, g, g_i), ce + ce_i, w + w_i), None
+        (_, sums_i), g_i = grad_fn(state.params, mb)
+        g, sums = carry
+        return (jax.tree.map(jnp.add, g, g_i), jax.tree.map(jnp.add, sums, sums_i)), None
       zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (grads, ce, w), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), micro)
+      no_sums = (0.0, 0.0, {k: 0.0 for k in ("correct", "seqs_right", "seqs")} if acc else {})
+      (grads, (ce, w, extra)), _ = jax.lax.scan(accumulate, (zeros, no_sums), micro)
     w = jnp.maximum(w, 1.0)
     grads = jax.tree.map(lambda g: g / w, grads)
     loss, grad_norm = ce / w, optax.tree.norm(grads)
@@ -117,26 +156,28 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
                      bad_steps=bad, skipped=state.skipped + (~ok).astype(jnp.int32))
     metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
                "skipped": 1.0 - ok.astype(jnp.float32), "skipped_total": new.skipped,
-               "bad_steps": bad, "nonfinite_state": 1.0 - state_ok.astype(jnp.float32)}
+               "bad_steps": bad, "nonfinite_state": 1.0 - state_ok.astype(jnp.float32),
+               **accuracies(extra, w)}
     return new, metrics
 
   return train_step
 
 
 def make_eval_step(model, cfg: base.Config, logit_scale: float = 1.0):
-  """(params, batch) -> (summed token NLL, summed weights), attention logits x logit_scale."""
+  """(params, batch) -> (summed loss: token NLL or squared error, summed weights, loss_sums' extra
+  sums: accuracy's for a token task, else {}), attention logits x logit_scale."""
+  acc = measures_accuracy(cfg)
+
   def eval_step(params, batch):
-    ce, _, w = loss_sums(model, params, batch, 0.0, cfg.data.pack, logit_scale)
-    return ce, w
+    ce, _, w, extra = loss_sums(model, params, batch, 0.0, cfg.data.pack, logit_scale, answers=acc)
+    return ce, w, extra
   return eval_step
 
 
 def init_state(model, tx, cfg: base.Config, mesh):
   """Params and optimizer state created directly with their shardings (never on one device)."""
-  T = cfg.data.seq_len
-
   def init_fn(rng):
-    params = model.init(rng, jnp.zeros((1, T), jnp.int32))["params"]
+    params = model.init(rng, common.dummy_inputs(cfg.model, cfg.data.seq_len))["params"]
     zero = jnp.zeros((), jnp.int32)
     return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng,
                       bad_steps=zero, skipped=zero)
@@ -153,10 +194,20 @@ BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "weights": jnp.float3
                 "segment_ids": jnp.int32, "positions": jnp.int32}
 
 
+def batch_dtypes(cfg: base.Config) -> dict:
+  """BATCH_DTYPES, with real-valued inputs and targets for a real read-in (model.d_in > 0)."""
+  if not cfg.model.d_in:
+    return BATCH_DTYPES
+  return {**BATCH_DTYPES, "inputs": jnp.float32, "targets": jnp.float32}
+
+
 def batch_spec(cfg: base.Config, b_sh) -> dict:
-  """The global batch as the compiled step sees it: [B, T] arrays split over data x fsdp."""
+  """The global batch as the compiled step sees it: [B, T] arrays split over data x fsdp
+  (inputs [B, T, d_in] for a real read-in)."""
   shape_BT = (cfg.train.batch_size, cfg.data.seq_len)
-  return {k: jax.ShapeDtypeStruct(shape_BT, dt, sharding=b_sh) for k, dt in BATCH_DTYPES.items()}
+  return {k: jax.ShapeDtypeStruct(shape_BT + ((cfg.model.d_in,) if k == "inputs" and cfg.model.d_in
+                                              else ()), dt, sharding=b_sh)
+          for k, dt in batch_dtypes(cfg).items()}
 
 
 def jit_train_step(model, tx, schedule, cfg: base.Config, state_sh, b_sh):

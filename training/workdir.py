@@ -20,12 +20,12 @@ from pathlib import Path
 
 import flax
 import jax
-import jax.numpy as jnp
 
 import modelzoo
 from configs import base
 from configs.base import ConfigError
 from layers import sharding
+from modelzoo import common
 
 
 def check_workdir(workdir: Path, cfg: base.Config):
@@ -62,7 +62,8 @@ def claim_workdir(workdir: Path, cfg: base.Config, tok, lead: bool):
       tmp = workdir / f"config.json.{os.getpid()}.tmp"    # a crash never leaves half a file
       tmp.write_text(base.to_json(cfg))
       tmp.replace(workdir / "config.json")
-      tok.save(workdir)
+      if tok is not None:     # a task source has no tokenizer (data/tokenize.py)
+        tok.save(workdir)
   except OSError as e:
     raise ConfigError(f"--workdir {workdir} is not writable: {e.strerror or e}") from None
 
@@ -145,7 +146,7 @@ def param_target(model_cfg, seq_len: int, mesh: jax.sharding.Mesh) -> dict:
   """ShapeDtypeStructs of the parameters with the model's logical shardings on `mesh`."""
   model = modelzoo.build(model_cfg)
   boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                            jnp.zeros((1, seq_len), jnp.int32))["params"])
+                                            common.dummy_inputs(model_cfg, seq_len))["params"])
   shardings = sharding.shardings(boxed, mesh)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       flax.linen.unbox(boxed), shardings)

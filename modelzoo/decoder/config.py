@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from configs.base import ConfigError, ModelConfig, choice
+from configs.base import ConfigError, ModelConfig, choice, nonneg
 from modelzoo.config import HeadFields, MLPFields
 
 
@@ -21,6 +21,9 @@ class DecoderConfig(MLPFields, HeadFields, ModelConfig):
   # Sigmoid attention's stabilisers (Ramapuram et al. 2024), pre-norm only:
   layer_scale: float = 0.0            # LayerScale: branch * per-channel gamma, this init; 0 = off
   hybrid_norm: bool = False           # hybrid-norm: x + Norm(f(Norm(x)))
+  # Real-valued inputs of this width (data.source=linear_regression: data.d + 1) through a linear
+  # read-in in place of the embedding, and a scalar read-out in place of the head; 0 = token ids.
+  d_in: int = nonneg(0)
 
   @property
   def dot_dtype(self) -> str:
