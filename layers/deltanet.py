@@ -7,6 +7,13 @@
   o       = delta_rule(q, k, v, beta, g)   S_t = e^g S;  S_t += k (beta (v - S^T k))^T;  o = S^T q
   y       = W_o [RMSNorm(o) * SiLU(W_g x)]  per-head output norm; the gate is optional (dn_gate)
 
+rule="linear" swaps the update for plain (unnormalised) linear attention, the paper's baseline,
+everything else (projections, convs, L2-normalised q and k, output norm and gate) unchanged and no
+beta projection:  S_t = S_{t-1} + k_t v_t^T;  o_t = S_t^T (q_t / sqrt(K)).  That is SSD with no
+decay (Mamba-2's kernel with A = 0, dt = 1, x = v, B = k, C = q / sqrt(K), one B/C group per
+head), so it runs through `kernels.ssd` (its xla, pallas and interpret paths); no decay
+(dn_decay) and no packed sequences (their reset is a decay).
+
 Training and evaluation call `kernels.delta_rule` (chunked WY form). With decode=True the "cache"
 collection holds, per layer, the last (d_conv - 1) projected inputs of each conv and the state S
 [B, H, K, V]; tokens then advance the recurrence one at a time (a lax.scan over the given tokens),
@@ -55,12 +62,14 @@ def l2_normalize(x, eps=1e-6):
   return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
-def recurrent(q_BTHK, k_BTHK, v_BTHV, beta_BTH, g_BTH, s_BHKV, scale: float):
-  """The delta rule one token at a time (decode); returns (o_BTHV float32, final state)."""
+def recurrent(q_BTHK, k_BTHK, v_BTHV, beta_BTH, g_BTH, s_BHKV, scale: float,
+              linear: bool = False):
+  """The delta rule (linear: plain linear attention, S += k v^T, beta unused) one token at a time
+  (decode); returns (o_BTHV float32, final state)."""
   def step(s, inp):
     q, k, v, b, g = inp
     s = s * jnp.exp(g)[..., None, None]
-    u_BHV = b[..., None] * (v - jnp.einsum("bhkv,bhk->bhv", s, k))
+    u_BHV = v if linear else b[..., None] * (v - jnp.einsum("bhkv,bhk->bhv", s, k))
     s = s + jnp.einsum("bhk,bhv->bhkv", k, u_BHV)
     return s, jnp.einsum("bhkv,bhk->bhv", s, q * scale)
   xs = [jnp.swapaxes(a.astype(jnp.float32), 0, 1) for a in (q_BTHK, k_BTHK, v_BTHV, beta_BTH,
@@ -92,6 +101,7 @@ class DeltaNetMixer(TokenMixer, kw_only=True):
   decay: bool = False
   chunk_size: int = 64
   norm_eps: float = 1e-6
+  rule: str = "delta"            # "delta" | "linear" (plain linear attention, module doc)
 
   def dense(self, x, shape, names, name, std=None, n_in=1, bias=None):
     return Dense(shape, names, n_in=n_in, use_bias=self.use_bias if bias is None else bias,
@@ -127,8 +137,13 @@ class DeltaNetMixer(TokenMixer, kw_only=True):
     q_BTHK = l2_normalize(q_BTHK).astype(self.dtype)
     k_BTHK = l2_normalize(k_BTHK).astype(self.dtype)
     q_BTHK = constrain(q_BTHK, ("batch", "length", "act_heads", None))
-    beta_BTH = jax.nn.sigmoid(self.dense(x_BTD, (H,), ("embed", "heads"), "beta", bias=False)
-                              .astype(jnp.float32))
+    linear = self.rule == "linear"
+    if self.rule not in ("delta", "linear"):
+      raise ValueError(f"rule={self.rule!r} is not 'delta' or 'linear'")
+    if linear and (self.decay or segment_ids_BT is not None):
+      raise ValueError("rule='linear' takes no decay and no packed sequences (segment ids)")
+    beta_BTH = jnp.ones(x_BTD.shape[:2] + (H,), jnp.float32) if linear else jax.nn.sigmoid(
+        self.dense(x_BTD, (H,), ("embed", "heads"), "beta", bias=False).astype(jnp.float32))
     g_BTH = jnp.zeros(beta_BTH.shape, jnp.float32)
     if self.decay:
       a_log_H = self.param("A_log", param(_a_log_init, ("heads",)), (H,), jnp.float32)
@@ -141,9 +156,20 @@ class DeltaNetMixer(TokenMixer, kw_only=True):
 
     if self.decode:
       state = self.variable("cache", "state", jnp.zeros, (x_BTD.shape[0], H, K, K), jnp.float32)
-      o_BTHV, s_BHKV = recurrent(q_BTHK, k_BTHK, v_BTHV, beta_BTH, g_BTH, state.value, K ** -0.5)
+      o_BTHV, s_BHKV = recurrent(q_BTHK, k_BTHK, v_BTHV, beta_BTH, g_BTH, state.value, K ** -0.5,
+                                 linear)
       if ready:
         state.value = s_BHKV
+    elif linear:   # SSD with no decay: A = 0, dt = 1, x = v, B = k, C = q / sqrt(K), G = H
+      def ssd(q, k, v):
+        b, t, h, _ = q.shape
+        o, s_BHVK = kernels.ssd(v, jnp.ones((b, t, h), jnp.float32), jnp.zeros((h,), jnp.float32),
+                                k, q * K ** -0.5, chunk_size=self.chunk_size, impl=self.impl)
+        return o, jnp.swapaxes(s_BHVK, -1, -2)
+      BTHD = ("batch", "length", "act_heads", None)
+      o_BTHV, _ = sharding.shard_map_kernel(   # per shard of the mesh: batch, heads split
+          ssd, (BTHD, BTHD, BTHD), (BTHD, ("batch", "act_heads", None, None)))(
+              q_BTHK, k_BTHK, v_BTHV)
     else:
       rule = lambda q, k, v, beta, g: kernels.delta_rule(q, k, v, beta, g,
                                                          chunk_size=self.chunk_size, impl=self.impl)

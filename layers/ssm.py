@@ -6,6 +6,15 @@ Mamba (Gu & Dao 2023), inner width E = expand·D, state N per channel, low-rank 
     Δ = softplus(dt_proj(x_proj_R(x)) + dt_bias)     B, C = x_proj_N(x)   (input-dependent)
     y = selective_scan(x, Δ, A = -exp(A_log), B, C) + D ∘ x
     out = out_proj(y · SiLU(z))
+The LTI ablation (`selective=False`, the paper's S4-like baseline of §4.1 / Table 1 and of the
+Table 7 ablation; S4D-real): Δ, B and C are learned parameters, not functions of x (A as above):
+    Δ_e = softplus(dt_bias_e),  B_en, C_en per channel e and state n  (no x_proj, no dt_proj)
+    h_t = exp(Δ A) ∘ h_{t-1} + Δ u_t B     y_t = Σ_n h_t C,   per channel
+It runs through the same selective-scan kernel, with each (channel, state) pair as a channel of
+a scan whose state size is 1: u'_{t,(e,n)} = u_{t,e} B_en, Δ' = Δ_e and A' = A_en broadcast to
+[B, T, E·N], B' = C' = 1 ([B, T, 1]); y_e = Σ_n C_en y'_{(e,n)}. The scan's work is unchanged (E·N
+state elements per token); u', Δ' and their gradients are [B, T, E·N] float32 tensors, N times
+the size of x (the selective path's Δ is [B, T, E]).
 Mamba-2 (Dao & Gu 2024): heads H = E / P with a scalar decay per head, B/C shared by G groups of
 heads, the conv over x, B and C, and a gated RMSNorm (per group) before out_proj:
     z, x, B, C, dt = in_proj(u);  x, B, C = SiLU(conv(x, B, C));  Δ = softplus(dt + dt_bias)
@@ -146,7 +155,8 @@ class _SSM(TokenMixer, kw_only=True):
 
 
 class Mamba(_SSM, kw_only=True):
-  dt_rank: int                   # R (the reference's default: ceil(D / 16))
+  dt_rank: int                   # R (the reference's default: ceil(D / 16)); unused if not selective
+  selective: bool = True         # False: the LTI ablation (module doc): Δ, B, C are parameters
 
   @nn.compact
   def __call__(self, u_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
@@ -159,14 +169,28 @@ class Mamba(_SSM, kw_only=True):
     x_BTE = nn.silu(CausalConv(self.d_conv, ("mlp",), self.decode, name="conv", **kw)(
         xz_BT2E[..., 0, :]))
     x_BTE = constrain(x_BTE, ("batch", "length", "act_mlp"))
+    A_EN = -jnp.exp(self.param("A_log", param(s4d_real_init, ("mlp", None)), (E, N),
+                               self.param_dtype).astype(jnp.float32))
+    D_E = self.param("D", param(nn.initializers.ones, ("mlp",)), (E,), self.param_dtype)
+    if self.selective:
+      scan, step = self.selective_scan(x_BTE, A_EN, R, **kw)
+    else:
+      scan, step = self.lti_scan(x_BTE, A_EN)
+    y_BTE = self.scan_or_step((Bsz, E, N), T == 1, scan, step)
+    y_BTE = (y_BTE + x_BTE * D_E.astype(self.dtype)) * nn.silu(xz_BT2E[..., 1, :])
+    return Dense((D,), ("mlp", "embed"), use_bias=self.use_bias, init_std=self.out_std,
+                 name="out_proj", **kw)(y_BTE)
+
+  def selective_scan(self, x_BTE, A_EN, R, **kw):
+    """(scan, step) of the selective SSM: Δ, B, C projected from x (x_proj, dt_proj)."""
+    E, N = A_EN.shape
     dbc_BTJ = Dense((R + 2 * N,), ("mlp", None), use_bias=False, init_std=self.init_std,
                     name="x_proj", **kw)(x_BTE)
     delta_BTE = jax.nn.softplus(DtProj(E, self.dt_min, self.dt_max, name="dt_proj", **kw)(
         dbc_BTJ[..., :R]))
     B_BTN, C_BTN = dbc_BTJ[..., R:R + N], dbc_BTJ[..., R + N:]
-    A_EN = -jnp.exp(self.param("A_log", param(s4d_real_init, ("mlp", None)), (E, N),
-                               self.param_dtype).astype(jnp.float32))
-    D_E = self.param("D", param(nn.initializers.ones, ("mlp",)), (E,), self.param_dtype)
+    for name, v in (("delta", delta_BTE), ("B", B_BTN), ("C", C_BTN)):
+      self.sow("intermediates", name, v)   # tests: what depends on x (nothing unless mutable)
     # Per shard of the mesh: batch and channels split, B and C (shared by all channels) whole.
     BTE, BTN = ("batch", "length", "act_mlp"), ("batch", "length", None)
     BEN = ("batch", "act_mlp", None)
@@ -180,10 +204,56 @@ class Mamba(_SSM, kw_only=True):
       y_BE, h_BEN = selective_step(x_BTE[:, 0], delta_BTE[:, 0], A_EN, B_BTN[:, 0], C_BTN[:, 0],
                                    h_BEN)
       return y_BE[:, None].astype(x_BTE.dtype), h_BEN
-    y_BTE = self.scan_or_step((Bsz, E, N), T == 1, scan, step)
-    y_BTE = (y_BTE + x_BTE * D_E.astype(self.dtype)) * nn.silu(xz_BT2E[..., 1, :])
-    return Dense((D,), ("mlp", "embed"), use_bias=self.use_bias, init_std=self.out_std,
-                 name="out_proj", **kw)(y_BTE)
+    return scan, step
+
+  def lti_scan(self, x_BTE, A_EN):
+    """(scan, step) of the LTI ablation (module doc): Δ_e = softplus(dt_bias_e), B_en and C_en
+    learned (S4D's init: B = 1, C ~ N(0, 1)), the scan over E·N channels of state size 1."""
+    Bsz, _, E = x_BTE.shape
+    N = A_EN.shape[1]
+    f32 = jnp.float32
+    dt_bias_E = self.param("dt_bias", param(dt_bias_init(self.dt_min, self.dt_max), ("mlp",)),
+                           (E,), self.param_dtype)
+    B_EN = self.param("B", param(nn.initializers.ones, ("mlp", None)), (E, N),
+                      self.param_dtype).astype(f32)
+    C_EN = self.param("C", param(nn.initializers.normal(1.0), ("mlp", None)), (E, N),
+                      self.param_dtype).astype(f32)
+    delta_E = jax.nn.softplus(dt_bias_E.astype(f32))
+    for name, v in (("delta", delta_E), ("B", B_EN), ("C", C_EN)):
+      self.sow("intermediates", name, v)
+    BTF, BF1 = ("batch", "length", "act_mlp"), ("batch", "act_mlp", None)
+
+    def per_pair(u_BTE, delta_E, A_EN, B_EN, C_EN, h0_BF1):
+      """Per shard (batch and channels split): the scan over the shard's (e, n) pairs."""
+      b, t, e = u_BTE.shape
+      n = A_EN.shape[1]
+      u_BTF = (u_BTE.astype(f32)[..., None] * B_EN).reshape(b, t, e * n)
+      d_BTF = jnp.broadcast_to(jnp.repeat(delta_E, n), (b, t, e * n))
+      ones = jnp.ones((b, t, 1), f32)
+      y_BTF, h_BF1 = kernels.selective_scan(u_BTF, d_BTF, A_EN.reshape(e * n, 1), ones, ones,
+                                            initial_state_BDN=h0_BF1, chunk_size=self.chunk,
+                                            impl=self.impl)
+      return jnp.einsum("bten,en->bte", y_BTF.reshape(b, t, e, n), C_EN), h_BF1
+    kernel = sharding.shard_map_kernel(
+        per_pair, (BTF, ("act_mlp",), ("act_mlp", None), ("act_mlp", None), ("act_mlp", None),
+                   BF1), (BTF, BF1))
+
+    def scan(h0_BEN):
+      h0 = None if h0_BEN is None else h0_BEN.reshape(Bsz, E * N, 1)
+      y_BTE, h_BF1 = kernel(x_BTE, delta_E, A_EN, B_EN, C_EN, h0)
+      return y_BTE.astype(x_BTE.dtype), h_BF1.reshape(Bsz, E, N)
+
+    def step(h_BEN):
+      y_BE, h_BEN = lti_step(x_BTE[:, 0], delta_E, A_EN, B_EN, C_EN, h_BEN)
+      return y_BE[:, None].astype(x_BTE.dtype), h_BEN
+    return scan, step
+
+
+def lti_step(u_BE, delta_E, A_EN, B_EN, C_EN, h_BEN):
+  """One token of the LTI ablation in float32: h = exp(ΔA) h + Δ u B;  y = Σ_n h C (per channel)."""
+  h_BEN = jnp.exp(delta_E[:, None] * A_EN) * h_BEN + (
+      (delta_E * u_BE.astype(jnp.float32))[..., None] * B_EN)
+  return jnp.einsum("ben,en->be", h_BEN, C_EN), h_BEN
 
 
 def selective_step(u_BE, delta_BE, A_EN, B_BN, C_BN, h_BEN):

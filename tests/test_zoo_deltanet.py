@@ -12,6 +12,7 @@ import pytest
 import entry
 import modelzoo
 from configs import base
+from layers.deltanet import DeltaNetMixer
 from modelzoo.deltanet import model as deltanet
 from interop.generate import generate
 
@@ -30,7 +31,7 @@ def n_params_formula(c) -> int:
   attn = D * H * Dh + 2 * D * Kv * Dh + H * Dh * D
   delta = (4 * D * H * Dh                            # q, k, v, out projections
            + 3 * c.dn_conv * H * Dh                  # depthwise conv kernels on q, k, v
-           + D * H                                   # beta projection
+           + (D * H if c.dn_rule == "delta" else 0)  # beta projection (none in linear attention)
            + Dh                                      # per-head output RMSNorm (shared scale)
            + (D * H * Dh if c.dn_gate else 0)        # output gate projection
            + (D * H + 2 * H if c.dn_decay else 0))   # decay projection, A_log, dt_bias
@@ -161,3 +162,75 @@ def test_train_steps_lower_the_loss(tmp_path, corpus):
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in rows if "loss" in r]
   assert losses[-1] < 0.6 * losses[0], losses
+
+
+# ---------------------------------------------------------------------------------------------
+# model.dn_rule=linear: plain linear attention (S += k v^T), the paper's baseline, through SSD.
+
+def test_linear_rule_parameters_flops_and_config_errors():
+  """The same model minus the beta projection (D·H per layer); the SSD FLOP term per head and
+  token 3·(4CK + 4K²); no decay, no packed sequences."""
+  dn = replace(TINY, dn_hybrid="none", dn_decay=False)
+  lin = replace(dn, dn_rule="linear")
+  modelzoo.check(lin)
+  assert count(lin) == n_params_formula(lin) == count(dn) - dn.n_layers * dn.d_model * dn.n_heads
+  H, K, C = lin.n_heads, lin.head_dim, lin.dn_chunk
+  assert modelzoo.kernel_flops_per_token(lin, 40) == lin.n_layers * 3.0 * H * (4 * C * K
+                                                                               + 4 * K * K)
+  assert count(replace(lin, dn_hybrid="swa")) == n_params_formula(replace(lin, dn_hybrid="swa"))
+  with pytest.raises(base.ConfigError, match="model.dn_decay"):
+    modelzoo.check(replace(lin, dn_decay=True))
+  with pytest.raises(base.ConfigError, match="data.pack"):
+    base.validate(base.load("configs/deltanet_tiny.py", ["model.dn_rule=linear", "data.pack=true"]),
+                  1)
+  base.validate(base.load("configs/deltanet_tiny.py", ["model.dn_rule=linear"]), 1)
+
+
+def naive_linear_mixer(p, x_BTD, H, K):
+  """The mixer with linear attention one token at a time, from the module's parameters:
+  q, k, v = SiLU(conv(W x)); q, k L2-normalised; S_t = S_{t-1} + k_t v_tᵀ; o_t = S_tᵀ q_t / √K;
+  out(RMSNorm(o))."""
+  def branch(name):
+    y = jnp.einsum("btd,dhk->bthk", x_BTD, p[name]["kernel"])
+    w, T = p["conv_" + name[0]], y.shape[1]
+    yp = jnp.pad(y, ((0, 0), (w.shape[0] - 1, 0), (0, 0), (0, 0)))
+    return jax.nn.silu(sum(yp[:, j:j + T] * w[j] for j in range(w.shape[0])))
+  unit = lambda a: a / jnp.sqrt((a * a).sum(-1, keepdims=True) + 1e-6)
+  q, k, v = unit(branch("query")), unit(branch("key")), branch("value")
+
+  def tok(S, qkv):
+    q, k, v = qkv
+    S = S + jnp.einsum("bhk,bhv->bhkv", k, v)
+    return S, jnp.einsum("bhkv,bhk->bhv", S, q) / jnp.sqrt(K)
+  _, o = jax.lax.scan(tok, jnp.zeros((x_BTD.shape[0], H, K, K)),
+                      tuple(jnp.swapaxes(a, 0, 1) for a in (q, k, v)))
+  o = jnp.swapaxes(o, 0, 1)
+  o = o * jax.lax.rsqrt((o * o).mean(-1, keepdims=True) + 1e-6) * p["out_norm"]["scale"]
+  return jnp.einsum("bthk,hkd->btd", o, p["out"]["kernel"])
+
+
+def test_linear_attention_equals_naive_recurrence():
+  """Through kernels.ssd (no decay) == the per-token recurrence, T=37 = 2 chunks of 16 + a padded
+  tail: the forward on the xla and interpret (Pallas TPU body) paths, gradients of every
+  parameter and the input through the xla path's backward, and the decode path (the recurrent
+  scan over the same tokens)."""
+  H, K = 2, 8
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 37, 16))
+  mixer = lambda **kw: DeltaNetMixer(n_heads=H, d_head=K, rule="linear", chunk_size=16,
+                                     use_bias=False, init_std=0.3, out_std=0.3, **kw)
+  p = nn.unbox(mixer(impl="xla").init(jax.random.PRNGKey(1), x)["params"])
+  assert "beta" not in p
+  ref = naive_linear_mixer(p, x, H, K)
+  for impl in ("xla", "interpret"):
+    np.testing.assert_allclose(jax.jit(mixer(impl=impl).apply)({"params": p}, x), ref,
+                               atol=2e-5 * float(jnp.abs(ref).max()), err_msg=impl)
+  loss = lambda f: lambda p, x: (f(p, x) * jnp.cos(jnp.arange(16.0))).sum()
+  m = mixer(impl="xla")
+  g = jax.jit(jax.grad(loss(lambda p, x: m.apply({"params": p}, x)), argnums=(0, 1)))(p, x)
+  gr = jax.jit(jax.grad(loss(lambda p, x: naive_linear_mixer(p, x, H, K)), argnums=(0, 1)))(p, x)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(gr)):
+    np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(b).max()))
+  md = mixer(impl="xla", decode=True)
+  cache = jax.tree.map(jnp.zeros_like, md.init(jax.random.PRNGKey(1), x)["cache"])
+  out, _ = jax.jit(lambda c: md.apply({"params": p, "cache": c}, x, mutable=["cache"]))(cache)
+  np.testing.assert_allclose(out, ref, atol=2e-5 * float(jnp.abs(ref).max()))

@@ -18,6 +18,7 @@ import entry
 import modelzoo
 from configs.base import ConfigError, load, model_config, validate
 from interop.generate import generate
+from layers.ssm import Mamba
 from modelzoo.mamba2.model import unit_of
 
 
@@ -27,8 +28,9 @@ def mamba_params(c) -> int:
   D, E, N, K, V = c.d_model, c.expand * c.d_model, c.d_state, c.d_conv, c.vocab_size
   R = c.dt_rank or math.ceil(D / 16)   # (independent of MambaConfig.rank)
   b = 1 if c.use_bias else 0
-  layer = D + 2 * D * E + b * 2 * E + K * E + E + E * (R + 2 * N) + R * E + E + E * N + E \
-      + E * D + b * D
+  # Δ, B, C: x_proj + dt_proj (kernel, bias); the LTI ablation: dt_bias [E], B and C [E, N]
+  dbc = E * (R + 2 * N) + R * E + E if c.ssm_selective else E + 2 * E * N
+  layer = D + 2 * D * E + b * 2 * E + K * E + E + dbc + E * N + E + E * D + b * D
   return V * D * (1 if c.tie_embeddings else 2) + c.n_layers * layer + D
 
 
@@ -92,6 +94,7 @@ def tiny(name, **kw):
 MAMBA, HYBRID = tiny("mamba"), tiny("mamba2")
 VARIANTS = [MAMBA, HYBRID,
             tiny("mamba", use_bias=True, tie_embeddings=False, dt_rank=3, expand=3),
+            tiny("mamba", ssm_selective=False, use_bias=True, expand=3),
             tiny("mamba2", layer_pattern="", n_layers=3, use_bias=True, mlp="swiglu"),
             tiny("mamba2", layer_pattern="M-M*--", scan_layers=False, tie_embeddings=False)]
 
@@ -210,3 +213,94 @@ def test_tiny_config_trains_and_samples(config, extra, tmp_path, corpus, capsys)
   out = json.loads(capsys.readouterr().out)
   assert out["step"] == 30 and out["eval_loss"] < losses[0]
   assert out["sample"].startswith("the cat") and len(out["sample"]) > 7
+
+
+# ---------------------------------------------------------------------------------------------
+# The LTI ablation (model.ssm_selective=false): Δ, B, C learned parameters, not functions of x.
+
+LTI = tiny("mamba", ssm_selective=False)
+
+
+def test_lti_parameter_count_and_flops():
+  """x_proj (E·(R+2N)) and dt_proj (R·E + E) go, dt_bias (E) and B, C (2·E·N) come: -2·R·E per
+  layer; the FLOP count is 6N of that N plus the same scan term."""
+  n_sel, n_lti = count(MAMBA), count(LTI)
+  E, R = LTI.inner, LTI.rank
+  assert n_lti == formula(LTI) and n_sel - n_lti == LTI.n_layers * 2 * R * E
+  kernel = 3 * 6.0 * LTI.n_layers * E * LTI.d_state
+  assert modelzoo.flops_per_token(LTI, n_lti, 32) == 6.0 * n_lti + kernel
+  assert modelzoo.kernel_flops_per_token(LTI, 32) == modelzoo.kernel_flops_per_token(MAMBA, 32)
+  with pytest.raises(ConfigError, match="model.dt_rank"):
+    modelzoo.check(tiny("mamba", ssm_selective=False, dt_rank=2))
+  assert validate(load("configs/mamba_tiny.py", ["model.ssm_selective=false"]), 1) is None
+
+
+def test_lti_delta_B_C_do_not_depend_on_the_input():
+  """Changing the input at position 9 changes the selective mixer's Δ, B, C there (and nothing
+  before it); the LTI mixer's are parameters: no time axis, identical for any input."""
+  u = jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16))
+  u2 = u.at[0, 9].add(1.0)
+  for sel in (True, False):
+    m = Mamba(d_state=4, expand=2, chunk=8, dt_rank=2, selective=sel, impl="xla",
+              use_bias=False, init_std=0.3, out_std=0.3)
+    p = m.init(jax.random.PRNGKey(1), u)["params"]
+    run = jax.jit(lambda x, m=m, p=p: m.apply({"params": p}, x,
+                                              mutable=["intermediates"])[1]["intermediates"])
+    a, b = run(u), run(u2)
+    for name in ("delta", "B", "C"):
+      (x,), (y,) = a[name], b[name]
+      if sel:
+        np.testing.assert_array_equal(x[:, :9], y[:, :9])
+        assert np.abs(x - y)[:, 9].max() > 0, name
+      else:
+        assert x.shape == ((32,) if name == "delta" else (32, 4)), name
+        np.testing.assert_array_equal(x, y)
+
+
+def naive_lti_mixer(p, u_BTD):
+  """The whole mixer with the LTI recurrence one token at a time, from the module's parameters:
+  x, z = in_proj(u); x = SiLU(conv(x)); h = exp(ΔA) h + Δ x B; y = Σ_n h C; out_proj((y + D x) z')."""
+  xz = jnp.einsum("btd,dce->btce", u_BTD, p["in_proj"]["kernel"])
+  w, c = p["conv"]["kernel"], p["conv"]["bias"]
+  K, T = w.shape[0], u_BTD.shape[1]
+  xp = jnp.pad(xz[..., 0, :], ((0, 0), (K - 1, 0), (0, 0)))
+  x = jax.nn.silu(sum(xp[:, k:k + T] * w[k] for k in range(K)) + c)
+  dt, A = jax.nn.softplus(p["dt_bias"]), -jnp.exp(p["A_log"])
+
+  def tok(h_BEN, x_BE):
+    h_BEN = jnp.exp(dt[:, None] * A) * h_BEN + (dt * x_BE)[..., None] * p["B"]
+    return h_BEN, (h_BEN * p["C"]).sum(-1)
+  _, y_TBE = jax.lax.scan(tok, jnp.zeros(x.shape[:1] + A.shape), jnp.swapaxes(x, 0, 1))
+  y = (jnp.swapaxes(y_TBE, 0, 1) + x * p["D"]) * jax.nn.silu(xz[..., 1, :])
+  return y @ p["out_proj"]["kernel"]
+
+
+def test_lti_mixer_equals_naive_recurrence():
+  """Through the selective-scan kernel == the per-token LTI recurrence (T=21 = 2 chunks of 8 + a
+  padded tail; B perturbed away from its init of ones): the forward on the xla and interpret
+  (Pallas TPU body: E·N channels of state size 1) paths, gradients of every parameter and the
+  input through the Pallas kernel's backward; decoding (single steps, then a chunked prefill from
+  the cached state) on the xla path."""
+  u = jax.random.normal(jax.random.PRNGKey(0), (2, 21, 16))
+  mixer = functools.partial(Mamba, d_state=4, expand=2, chunk=8, dt_rank=1, selective=False,
+                            use_bias=False, init_std=0.3, out_std=0.3)
+  p = nn.unbox(mixer(impl="xla").init(jax.random.PRNGKey(1), u)["params"])
+  assert set(p) == {"in_proj", "conv", "dt_bias", "B", "C", "A_log", "D", "out_proj"}
+  p = {**p, "B": p["B"] + 0.3 * jax.random.normal(jax.random.PRNGKey(3), p["B"].shape)}
+  ref = naive_lti_mixer(p, u)
+  tol = 1e-5 * float(jnp.abs(ref).max())
+  for impl in ("xla", "interpret"):
+    np.testing.assert_allclose(jax.jit(mixer(impl=impl).apply)({"params": p}, u), ref, atol=tol)
+  loss = lambda f: lambda p, u: (f(p, u) * jnp.cos(jnp.arange(16.0))).sum()
+  m = mixer(impl="interpret")
+  g = jax.jit(jax.grad(loss(lambda p, u: m.apply({"params": p}, u)), argnums=(0, 1)))(p, u)
+  gr = jax.jit(jax.grad(loss(naive_lti_mixer), argnums=(0, 1)))(p, u)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(gr)):
+    np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()))
+  md = mixer(impl="xla", decode=True)
+  cache = jax.tree.map(jnp.zeros_like, md.init(jax.random.PRNGKey(1), u)["cache"])
+  step = jax.jit(lambda c, x: md.apply({"params": p, "cache": c}, x, mutable=["cache"]))
+  for a, b in [(0, 1), (1, 19), (19, 20)]:
+    out, cache = step(cache, u[:, a:b])
+    cache = cache["cache"]
+    np.testing.assert_allclose(out, ref[:, a:b], atol=tol, err_msg=f"tokens {a}:{b}")

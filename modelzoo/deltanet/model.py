@@ -42,7 +42,9 @@ def flops_per_token(m, n_params: int, seq_len: int) -> float:
 
   Attention: 12 H d_h T per layer (window min(W, T) for S), the decoder's convention. DeltaNet per
   head, chunk C, state K x V: intra-chunk KK^T, QK^T, the WY products and P V_new cost
-  2C(3K + 2V) per token; W S, Q S and the state update K^T V_new cost 6KV.
+  2C(3K + 2V) per token; W S, Q S and the state update K^T V_new cost 6KV. Linear attention
+  (dn_rule=linear, the SSD kernel with G = H, N = K, P = V, chunk C): C·Bᵀ 2CK, its product with
+  X 2CV, chunk states and their readout 4KV per head and token.
   """
   return common.flops_per_token(m, n_params, kernel_flops_per_token(m, seq_len))
 
@@ -50,7 +52,8 @@ def flops_per_token(m, n_params: int, seq_len: int) -> float:
 def kernel_flops_per_token(m, seq_len: int) -> float:
   """The mixers' terms above: the work inside the delta-rule and attention kernels."""
   H, K, T, C = m.n_heads, m.head_dim, seq_len, m.dn_chunk
-  per = {"D": 3.0 * H * (2 * C * 5 * K + 6 * K * K), "A": 12.0 * H * K * T,
+  mixer = (2 * C * 2 * K + 4 * K * K) if m.dn_rule == "linear" else (2 * C * 5 * K + 6 * K * K)
+  per = {"D": 3.0 * H * mixer, "A": 12.0 * H * K * T,
          "S": 12.0 * H * K * min(m.dn_window, T)}
   return sum(per[k] for k in m.layout)
 
@@ -66,7 +69,7 @@ def layer(m, kind: str, decode: bool):
   if kind == "D":
     mixer = functools.partial(
         DeltaNetMixer, n_heads=m.n_heads, d_head=m.head_dim, d_conv=m.dn_conv, gate=m.dn_gate,
-        decay=m.dn_decay, chunk_size=m.dn_chunk, norm_eps=m.norm_eps, use_bias=m.use_bias,
+        decay=m.dn_decay, rule=m.dn_rule, chunk_size=m.dn_chunk, norm_eps=m.norm_eps, use_bias=m.use_bias,
         impl=m.attn_impl, init_std=m.init_std, out_std=common.out_std(m), decode=decode,
         **common.dtypes(m))
   else:

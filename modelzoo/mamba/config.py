@@ -41,6 +41,8 @@ class MambaConfig(SSMFields, ModelConfig):
   pos: str = choice("none", ("learned", "rope", "none"))   # none: no position embedding at all
   use_bias: bool = True               # biases on in_proj / out_proj (the reference has none)
   dt_rank: int = nonneg(0)            # R: the low-rank Δ projection; 0 = ceil(d_model / 16)
+  ssm_selective: bool = True          # false: the LTI ablation (S4D-like): Δ, B, C learned per
+                                      # channel, not functions of x (layers/ssm.py, docs/mamba.md)
 
   @property
   def rank(self) -> int:
@@ -49,3 +51,7 @@ class MambaConfig(SSMFields, ModelConfig):
   def check(self) -> None:
     super().check()
     self.check_ssm()
+    if not self.ssm_selective and self.dt_rank:
+      raise ConfigError(f"model.dt_rank={self.dt_rank} has no effect with "
+                        "model.ssm_selective=false (the LTI ablation has no Δ projection); "
+                        "leave it 0")

@@ -2,6 +2,11 @@
 
     x = Embed(tokens);  L × [x = x + Mamba(RMSNorm(x))];  logits = RMSNorm(x) · Embedᵀ
 
+model.ssm_selective=false is the paper's LTI ablation (Δ, B, C learned parameters instead of
+projections of x; layers/ssm.py): x_proj and dt_proj go, dt_bias [E], B and C [E, N] come, a change of
+-2·R·E parameters per layer; the FLOP count below keeps its form (6N with that N, and the same scan
+term: the LTI scan runs over E·N pairs of state size 1, the same E·N state elements per token).
+
 No attention, no MLP, no position embedding: the block is the mixer alone (layers/ssm.py), which is
 why the paper's models have twice a Transformer's layer count at the same size. The reference pads
 the vocabulary to a multiple of 8 (50277 -> 50280) and ties the head to the embedding.
@@ -32,7 +37,7 @@ def ssm_kw(m, decode: bool) -> dict:
 
 def layer(m, decode: bool):
   """x + Mamba(RMSNorm(x)): the whole block."""
-  mixer = functools.partial(Mamba, dt_rank=m.rank, **ssm_kw(m, decode))
+  mixer = functools.partial(Mamba, dt_rank=m.rank, selective=m.ssm_selective, **ssm_kw(m, decode))
   return functools.partial(Residual, f=mixer, norm=common.norm(m))
 
 
