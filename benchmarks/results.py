@@ -1,0 +1,214 @@
+"""Regenerate docs/RESULTS.md and docs/figures/<row>.png from the run directories of every row.
+
+    python benchmarks/results.py [--runs DIR] [--out DIR] [--seeds N] [k=v ...]
+
+One row per configs/repro_*.py. A row whose runs are all complete (benchmarks/claims.py: final
+eval logged, final checkpoint and after-run outputs written, config.json = what the row file
+asks for) gets its figures (mean ± sample std over seeds), its plot and its verdict by the rule
+its file states; any other row is listed as "not run yet" with its command and how many runs are
+complete, never with a number. Nothing in RESULTS.md is typed by hand: edit the row files.
+--runs: the runs root (default runs/repro); --out: where RESULTS.md and figures/ go (default
+docs/); --seeds and k=v as given to reproduce.py (a smoke run's `train.steps=5`, say).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repo root
+from benchmarks import claims  # the row files import it under this name too
+
+ROOT = claims.ROOT
+
+
+class RowResult:
+  def __init__(self, row: claims.Row, runs: list[claims.Run], complete: list[claims.Run],
+               measured: claims.Measured | None, verdict: claims.Verdict | None, steps: dict,
+               figure: Path | None, commits: list[str], dates: list[str]):
+    self.row, self.runs, self.complete, self.measured = row, runs, complete, measured
+    self.verdict, self.steps, self.figure, self.commits, self.dates = (verdict, steps, figure,
+                                                                       commits, dates)
+
+  @property
+  def done(self) -> bool:
+    return self.measured is not None
+
+
+def collect(row: claims.Row, runs_root: Path, seeds: int | None, extra: tuple[str, ...],
+            fig_dir: Path) -> RowResult:
+  runs = claims.plan(row, seeds, runs_root, extra)
+  steps, complete = {}, []
+  for r in runs:
+    cfg = r.config()
+    steps[r.name] = cfg.train.steps
+    if claims.run_done(r, cfg.train.steps) and claims.run_config_matches(r, cfg):
+      complete.append(r)
+  png = fig_dir / f"{row.name}.png"
+  if len(complete) < len(runs):
+    png.unlink(missing_ok=True)      # a figure of an earlier sweep would not match the table
+    return RowResult(row, runs, complete, None, None, steps, None, [], [])
+  m = claims.measure(row, runs, steps)
+  verdict = row.verdict(m)
+  plot(row, runs, m, png)
+  infos = [claims.read_after(r.workdir, "repro") or {} for r in runs]
+  commits = sorted({i.get("commit", "unknown") for i in infos})
+  dates = sorted(i["finished"][:10] for i in infos if "finished" in i)
+  return RowResult(row, runs, complete, m, verdict, steps, png, commits, dates)
+
+
+# --------------------------------------------------------------------------------------------
+# The plot: one panel per Curves / Sweep of the row, mean ± spread over seeds per variant.
+
+def plot(row: claims.Row, runs: list[claims.Run], m: claims.Measured, png: Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  panels = row.panels or (claims.Curves(row.title, tuple(v.name for v in row.variants)),)
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+  for ax, panel in zip(axes[0], panels):
+    for name in panel.variants:
+      label = row.variant(name).title
+      if isinstance(panel, claims.Curves):
+        xs, stats = claims.curves([r for r in runs if r.variant.name == name], panel.key)
+        ax.set_xlabel("step")
+        ax.set_ylabel(panel.key)
+      else:
+        pts = [(x, m.stat(name, f)) for x, f in zip(panel.x, panel.figures)]
+        pts = [(x, s) for x, s in pts if s.n]
+        xs, stats = [x for x, _ in pts], [s for _, s in pts]
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        if panel.xlog:
+          ax.set_xscale("log", base=2)
+      if not xs:
+        continue
+      mean = [s.mean for s in stats]
+      lo = [s.mean - s.spread for s in stats]
+      hi = [s.mean + s.spread for s in stats]
+      (line,) = ax.plot(xs, mean, marker="." if isinstance(panel, claims.Sweep) else None,
+                        label=f"{label} (n={stats[0].n})")
+      ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0)
+    ax.set_title(panel.title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.suptitle(f"{row.title}: mean ± std over seeds", fontsize=11)
+  fig.tight_layout()
+  png.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(png, dpi=110)
+  plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# RESULTS.md
+
+def cmd(row: claims.Row, seeds: int | None, extra: tuple[str, ...]) -> str:
+  return row.command + (f" --seeds {seeds}" if seeds else "") + "".join(f" {o}" for o in extra)
+
+
+def headline(res: RowResult) -> str:
+  if not res.done:
+    return f"not run yet ({len(res.complete)}/{len(res.runs)} runs complete)"
+  return "; ".join(f"{c.label} {res.measured.rel(c.variant, c.ref, c.figure).fmt(pct=True)}"
+                   for c in res.row.headline) or "see below"
+
+
+def section(res: RowResult, out: Path, seeds, extra) -> list[str]:
+  row = res.row
+  configs = sorted({v.config for v in row.variants})
+  lines = [f"## {row.title}", "",
+           f"> {row.claim}", "",
+           f"{row.citation}", "",
+           (f"- **Command** (the whole sweep, resumable): `{cmd(row, seeds, extra)}`; "
+           f"the row: [`{row.source}`](../{row.source})"),
+           f"- **Configs**: {', '.join(f'`{c}`' for c in configs)}"
+           + (f"; every run adds `{' '.join(row.overrides)}`" if row.overrides else ""),
+           f"- **Budget**: {row.budget}",
+           f"- **Accelerator version**: {row.accelerator}",
+           f"- **Verdict rule** (stated before the runs): {row.rule}", ""]
+  lines += ["| variant | config + overrides | " + " | ".join(
+      f.label or k for k, f in row.figures.items()) + " |",
+            "|---|---|" + "---|" * len(row.figures)]
+  for v in row.variants:
+    cells = []
+    for k in row.figures:
+      cells.append(res.measured.stat(v.name, k).fmt() if res.done else "—")
+    over = " ".join(v.overrides)
+    lines.append(f"| {v.title} | `{Path(v.config).name}`{f' `{over}`' if over else ''} | "
+                 + " | ".join(cells) + " |")
+  lines.append("")
+  if not res.done:
+    lines += [(f"**Not run yet**: {len(res.complete)} of {len(res.runs)} runs complete. "
+              f"Run `{cmd(row, seeds, extra)}`, then `python benchmarks/results.py`."), ""]
+    return lines
+  lines += ["| comparison (per seed, then mean ± std) | measured |", "|---|---|"]
+  lines += [f"| {c.label} | {res.measured.rel(c.variant, c.ref, c.figure).fmt(pct=True)} |"
+            for c in row.headline]
+  rel = os.path.relpath(res.figure, out)
+  lines += ["", f"![{row.title}]({rel})", "",
+            f"**Verdict: {res.verdict.result}.** {res.verdict.reason}", "",
+            runs_when(res), ""]
+  return lines
+
+
+def runs_when(res: RowResult) -> str:
+  """When and at which commit the runs finished (reproduce.py's <workdir>/repro.json)."""
+  if not res.dates:
+    return "The runs' date and commit are unknown (no repro.json: not run by reproduce.py)."
+  span = res.dates[0] + (f" to {res.dates[-1]}" if res.dates[-1] != res.dates[0] else "")
+  return f"Runs finished {span} at commit {', '.join(res.commits)}."
+
+
+def render(results: list[RowResult], out: Path, runs_root: Path, seeds, extra) -> str:
+  now = datetime.date.today().isoformat()
+  try:
+    shown_runs = runs_root.relative_to(ROOT)
+  except ValueError:
+    shown_runs = runs_root
+  lines = ["# Reproduced claims", "",
+           (f"Generated by `python benchmarks/results.py` from `{shown_runs}` on {now} at commit "
+           f"{claims.git_commit()}: do not edit by hand (a row is defined by its `configs/repro_<row>.py`, "
+           "the format in `benchmarks/claims.py`). Each row's command runs its whole sweep and can "
+           "be rerun to continue it; figures are mean ± sample std over seeds, relative figures "
+           "computed per seed (same seed, same data order) and then averaged. A row whose runs "
+           "are not all complete is \"not run yet\"."), "",
+           "| claim | paper | command | measured | verdict |", "|---|---|---|---|---|"]
+  for res in results:
+    v = (f"**{res.verdict.result}**: {res.verdict.reason}" if res.done else "not run yet")
+    lines.append(f"| [{res.row.title}](#{anchor(res.row.title)}) | {res.row.citation} | "
+                 f"`{cmd(res.row, seeds, extra)}` | {headline(res)} | {v} |")
+  lines.append("")
+  for res in results:
+    lines += section(res, out, seeds, extra)
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def anchor(title: str) -> str:
+  keep = "".join(c for c in title.lower() if c.isalnum() or c in " -")
+  return keep.replace(" ", "-")
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--runs", type=Path, default=claims.DEFAULT_RUNS, help="runs root (default runs/repro)")
+  p.add_argument("--out", type=Path, default=ROOT / "docs", help="RESULTS.md and figures/ (default docs/)")
+  p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: each row's)")
+  p.add_argument("--rows", nargs="*", default=None, help="row files (default configs/repro_*.py)")
+  p.add_argument("overrides", nargs="*", help="key.path=value, as given to reproduce.py")
+  args = p.parse_args(argv)
+  out, runs_root, extra = args.out.absolute(), args.runs.absolute(), tuple(args.overrides)
+  rows = [claims.load_row(f) for f in (args.rows or claims.row_files())]
+  results = [collect(r, runs_root, args.seeds, extra, out / "figures") for r in rows]
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "RESULTS.md").write_text(render(results, out, runs_root, args.seeds, extra))
+  for res in results:
+    print(f"{res.row.name}: " + (f"{res.verdict.result} ({res.figure})" if res.done else
+                                 f"not run yet ({len(res.complete)}/{len(res.runs)} runs complete)"))
+  print(f"wrote {out / 'RESULTS.md'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
