@@ -6,7 +6,11 @@
 
 Prints one JSON object: step, eval_loss (nats/token), eval_ppl, eval_bpb (bits per UTF-8 byte) and,
 with --sample, the generated text (KV-cache decoding; the draws depend on --seed, the run and the
-checkpoint step). --logit-scale multiplies every attention logit (the Dual-Stream paper's attention
+checkpoint step). A task run (data.source=mqar, ..., data/tasks.py) reports eval_loss with
+eval_accuracy and eval_seq_accuracy over the answer positions instead of ppl and bpb (at
+data.eval_seq_len if the run set it); linear_regression reports eval_mse and "regression": the
+model's squared error per context length k beside OLS, ridge, one GD step and the zero predictor on
+the same val draws (training/evaluate.py's regression_curves). --logit-scale multiplies every attention logit (the Dual-Stream paper's attention
 amplification); several values report the relative loss change.
 
 The checkpoint's checksums are verified; a bad checkpoint is named on stderr and the previous one
