@@ -2,7 +2,8 @@
 
 Each layer is a Llama-style pre-norm block,  x += mixer(Norm(x));  x += MLP(Norm(x)),  whose
 mixer is one of (one letter per layer in DeltaNetConfig.layout):
-  D  the DeltaNet mixer (layers/deltanet.py); model.dn_decay=true makes it Gated DeltaNet
+  D  the DeltaNet mixer (layers/deltanet.py); model.dn_decay=true makes it Gated DeltaNet,
+     model.dn_rule=linear plain linear attention (S += k vᵀ, the paper's baseline; same layer)
   S  softmax attention over a sliding window of model.dn_window keys   (dn_hybrid=swa: odd layers)
   A  global softmax attention                    (dn_hybrid=global: layers 2 and L/2+1, 1-based)
 There is no position embedding: DeltaNet is order-aware through its recurrence and conv; the
