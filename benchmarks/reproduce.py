@@ -69,8 +69,20 @@ def run_logged(argv: list[str], log: Path, stdout=None) -> int:
 
 
 def call(argv: list[str], stdout, stderr) -> int:
-  """The one place a command runs (tests replace it)."""
-  return subprocess.run(argv, check=False, cwd=ROOT, stdout=stdout, stderr=stderr).returncode
+  """The one place a command runs (tests replace it). A Ctrl-C in the terminal reaches the child
+  too (one process group): train.py then saves its checkpoint and exits 130, so the child is
+  waited for, never killed; the interrupt is raised here once it has exited."""
+  p = subprocess.Popen(argv, cwd=ROOT, stdout=stdout, stderr=stderr)
+  interrupted = False
+  while True:
+    try:
+      rc = p.wait()
+      break
+    except KeyboardInterrupt:
+      interrupted = True
+  if interrupted:
+    raise KeyboardInterrupt
+  return rc
 
 
 def after_run(run: claims.Run, a: claims.AfterRun, steps: int, log: Path) -> int:
@@ -79,17 +91,18 @@ def after_run(run: claims.Run, a: claims.AfterRun, steps: int, log: Path) -> int
   if (claims.read_after(run.workdir, a.name) or {}).get("step") == steps:
     return 0
   tmp = out.with_suffix(f".json.{os.getpid()}.tmp")
-  with open(tmp, "w") as f:
-    rc = run_logged(run.after_argv(a), log, stdout=f)
   try:
-    json.loads(tmp.read_text())
-  except json.JSONDecodeError:
-    rc = rc or 1
-  if rc:
-    tmp.unlink(missing_ok=True)
+    with open(tmp, "w") as f:
+      rc = run_logged(run.after_argv(a), log, stdout=f)
+    try:
+      json.loads(tmp.read_text())
+    except json.JSONDecodeError:
+      rc = rc or 1
+    if rc == 0:
+      tmp.replace(out)
     return rc
-  tmp.replace(out)
-  return 0
+  finally:
+    tmp.unlink(missing_ok=True)
 
 
 def tail(log: Path, n: int = 5) -> str:

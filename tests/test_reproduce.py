@@ -270,3 +270,32 @@ def test_scripts_import_no_entry_script():
     src = (ROOT / "benchmarks" / f).read_text()
     assert not re.search(r"^\s*(from|import) (train|eval|export|reproduce|results)\b", src, re.MULTILINE), f
   assert sys.modules["benchmarks.claims"] is claims
+
+
+def test_ctrl_c_waits_for_the_child_to_save_then_stops_the_sweep(row_file, tmp_path, monkeypatch,
+                                                                capsys):
+  class Child:           # train.py got the terminal's Ctrl-C too: it saves, then exits 130
+    waits, killed = 0, False
+
+    def __init__(self, *a, **k):
+      pass
+
+    def wait(self):
+      Child.waits += 1
+      if Child.waits == 1:
+        raise KeyboardInterrupt
+      return 130
+
+    def kill(self):
+      Child.killed = True
+  monkeypatch.setattr(claims, "git_commit", lambda: "abc1234")
+  monkeypatch.setattr(reproduce.subprocess, "Popen", Child)
+  assert reproduce.main([str(row_file), "--runs", str(tmp_path)]) == 130
+  assert (Child.waits, Child.killed) == (2, False)
+  assert "interrupted at a-s0: rerun the same command to continue" in capsys.readouterr().out
+
+
+def test_call_runs_a_command_from_the_repo_root(tmp_path):
+  with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+    rc = reproduce.call([sys.executable, "-c", "import os; print(os.getcwd())"], out, err)
+  assert rc == 0 and (tmp_path / "out").read_text().strip() == str(ROOT)
