@@ -218,7 +218,7 @@ def test_linear_attention_equals_naive_recurrence():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 37, 16))
   mixer = lambda **kw: DeltaNetMixer(n_heads=H, d_head=K, rule="linear", chunk_size=16,
                                      use_bias=False, init_std=0.3, out_std=0.3, **kw)
-  p = nn.unbox(mixer(impl="xla").init(jax.random.PRNGKey(1), x)["params"])
+  p = nn.unbox(jax.jit(mixer(impl="xla").init)(jax.random.PRNGKey(1), x)["params"])
   assert "beta" not in p
   ref = naive_linear_mixer(p, x, H, K)
   for impl in ("xla", "interpret"):
@@ -231,6 +231,7 @@ def test_linear_attention_equals_naive_recurrence():
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(gr)):
     np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(b).max()))
   md = mixer(impl="xla", decode=True)
-  cache = jax.tree.map(jnp.zeros_like, md.init(jax.random.PRNGKey(1), x)["cache"])
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                       jax.eval_shape(md.init, jax.random.PRNGKey(1), x)["cache"])
   out, _ = jax.jit(lambda c: md.apply({"params": p, "cache": c}, x, mutable=["cache"]))(cache)
   np.testing.assert_allclose(out, ref, atol=2e-5 * float(jnp.abs(ref).max()))

@@ -243,7 +243,7 @@ def test_lti_delta_B_C_do_not_depend_on_the_input():
   for sel in (True, False):
     m = Mamba(d_state=4, expand=2, chunk=8, dt_rank=2, selective=sel, impl="xla",
               use_bias=False, init_std=0.3, out_std=0.3)
-    p = m.init(jax.random.PRNGKey(1), u)["params"]
+    p = jax.jit(m.init)(jax.random.PRNGKey(1), u)["params"]
     run = jax.jit(lambda x, m=m, p=p: m.apply({"params": p}, x,
                                               mutable=["intermediates"])[1]["intermediates"])
     a, b = run(u), run(u2)
@@ -284,7 +284,7 @@ def test_lti_mixer_equals_naive_recurrence():
   u = jax.random.normal(jax.random.PRNGKey(0), (2, 21, 16))
   mixer = functools.partial(Mamba, d_state=4, expand=2, chunk=8, dt_rank=1, selective=False,
                             use_bias=False, init_std=0.3, out_std=0.3)
-  p = nn.unbox(mixer(impl="xla").init(jax.random.PRNGKey(1), u)["params"])
+  p = nn.unbox(jax.jit(mixer(impl="xla").init)(jax.random.PRNGKey(1), u)["params"])
   assert set(p) == {"in_proj", "conv", "dt_bias", "B", "C", "A_log", "D", "out_proj"}
   p = {**p, "B": p["B"] + 0.3 * jax.random.normal(jax.random.PRNGKey(3), p["B"].shape)}
   ref = naive_lti_mixer(p, u)
@@ -298,7 +298,8 @@ def test_lti_mixer_equals_naive_recurrence():
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(gr)):
     np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()))
   md = mixer(impl="xla", decode=True)
-  cache = jax.tree.map(jnp.zeros_like, md.init(jax.random.PRNGKey(1), u)["cache"])
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                       jax.eval_shape(md.init, jax.random.PRNGKey(1), u)["cache"])
   step = jax.jit(lambda c, x: md.apply({"params": p, "cache": c}, x, mutable=["cache"]))
   for a, b in [(0, 1), (1, 19), (19, 20)]:
     out, cache = step(cache, u[:, a:b])
