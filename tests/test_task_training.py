@@ -3,18 +3,19 @@
 MSE loss and per-context curves, and the one-line config errors."""
 import json
 
+import entry
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
 
-import entry
 import modelzoo
 from configs import base
 from configs.base import ConfigError
 from data import pipeline, sources, tasks
 from layers import sharding
+from modelzoo import common
 from training import evaluate
 from training import step as step_lib
 
@@ -94,7 +95,7 @@ def test_task_batches_resume_exactly_and_split_over_processes():
 def regression_setup():
   cfg = base.load("configs/icl_regression_tiny.py", REG)
   model = modelzoo.build(cfg.model)
-  params = nn.unbox(model.init(jax.random.PRNGKey(1), step_lib.common.dummy_inputs(cfg.model, 16)))["params"]
+  params = nn.unbox(model.init(jax.random.PRNGKey(1), common.dummy_inputs(cfg.model, 16)))["params"]
   batch = {k: v for k, v in tasks.batch(sources.task(cfg.data), 0, "val", 0, 8).items()
            if k in tasks.TOKEN_KEYS}
   return cfg, model, params, batch
@@ -131,7 +132,7 @@ def test_regression_curves_beside_the_baselines():
     ("mqar", ["data.num_pairs=40"], "data.num_pairs=40"),           # the task's own check
     ("mqar", ["data.num_tokens=3"], "data.num_tokens=3 is not a knob of data.source='mqar'"),
     ("mqar", ["model.vocab_size=32"], "model.vocab_size=32 is smaller than data.source='mqar'"),
-    ("mqar", ["data.eval_seq_len=128"], "data.eval_seq_len=128 exceeds model.max_len=64"),
+    ("mqar", ["model.pos=learned", "data.eval_seq_len=64"], "data.eval_seq_len=64 exceeds model.max_len=32"),
     ("icl_regression", ["model.d_in=4"], "set model.d_in=5"),
     ("icl_regression", ["data.seq_len=16"], "data.seq_len=16 must equal linear_regression's length 32"),
     ("icl_regression", ["data.sigma=-1"], "data.sigma=-1.0 must be >= 0"),
