@@ -44,7 +44,8 @@ def attention(m, decode: bool, window: int | None = None):
   layers of the DeltaNet and Mamba-2 hybrids."""
   return functools.partial(
       Attention, n_heads=m.n_heads, n_kv_heads=m.kv_heads, d_head=m.head_dim, kind=m.attention,
-      sigmoid_bias=-math.log(m.max_len), rope_theta=m.rope_theta if m.pos == "rope" else None,
+      sigmoid_bias=-math.log(m.max_len) if m.sigmoid_bias else 0.0,
+      rope_theta=m.rope_theta if m.pos == "rope" else None,
       use_bias=m.use_bias, impl=m.attn_impl, qk_norm=m.norm if m.qk_norm else "none",
       qk_norm_eps=m.norm_eps, window=window, init_std=m.init_std, out_std=out_std(m),
       decode=decode, **matmul_dtypes(m))

@@ -21,6 +21,7 @@ class HeadFields:
   d_head: int = nonneg(0)             # 0 means d_model // n_heads
   rope_theta: float = 10000.0
   attention: str = choice("softmax", ("softmax", "sigmoid"))
+  sigmoid_bias: bool = True           # sigmoid's b = -log(max_len) (the paper's); false: b = 0
   qk_norm: bool = False               # QK-norm: q, k normalised per head (model.norm kind) before RoPE
 
   @property

@@ -123,9 +123,12 @@ def test_packed_sequences_equal_separate_sequences(params, apply):
   np.testing.assert_allclose(out[0, :14], ref[1, :14], atol=2e-5)
 
 
-def test_attention_equals_direct_formula():
-  """QK-norm before RoPE, GQA, bias -log(max_len), causal mask, no row normalisation."""
-  cfg = replace(TINY, norm="layernorm", norm_bias=True)      # QK-norm with a learned bias too
+@pytest.mark.parametrize("bias", [True, False], ids=["b=-log n", "b=0"])
+def test_attention_equals_direct_formula(bias):
+  """QK-norm before RoPE, GQA, bias -log(max_len) (or 0: model.sigmoid_bias=false, the paper's
+  ablation), causal mask, no row normalisation."""
+  cfg = replace(TINY, norm="layernorm", norm_bias=True,       # QK-norm with a learned bias too
+                sigmoid_bias=bias)
   attn = attention(cfg, decode=False)()
   x = jax.random.normal(jax.random.PRNGKey(3), (2, T, cfg.d_model))
   pos = jnp.broadcast_to(jnp.arange(T), (2, T))
@@ -142,7 +145,7 @@ def test_attention_equals_direct_formula():
   q, k = rope(q, pos), rope(k, pos)
   val = jnp.einsum("btd,dhk->bthk", x, p["value"]["kernel"])
   k, val = jnp.repeat(k, 2, axis=2), jnp.repeat(val, 2, axis=2)      # 4 query heads, 2 kv heads
-  s = jnp.einsum("bthk,bshk->bhts", q, k) / math.sqrt(q.shape[-1]) - math.log(cfg.max_len)
+  s = jnp.einsum("bthk,bshk->bhts", q, k) / math.sqrt(q.shape[-1]) - bias * math.log(cfg.max_len)
   w = jax.nn.sigmoid(s) * jnp.tril(jnp.ones((T, T)))
   want = jnp.einsum("bhts,bshk,hkd->btd", w, val, p["out"]["kernel"])
   np.testing.assert_allclose(got, want, atol=1e-5)
