@@ -73,6 +73,7 @@ class Figure:
   after: str = ""
   path: tuple[str, ...] = ()
   label: str = ""
+  pct: bool = False                  # shown as a percentage (a relative change)
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,7 @@ def main(argv=None) -> int:
     return 1
   print(f"all {len(runs)} runs complete; now: python benchmarks/results.py"
         + (f" --runs {args.runs}" if args.runs.absolute() != claims.DEFAULT_RUNS else "")
+        + (f" --seeds {args.seeds}" if args.seeds else "")
         + "".join(f" {o}" for o in args.overrides))
   return 0
 

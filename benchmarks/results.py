@@ -1,6 +1,6 @@
 """Regenerate docs/RESULTS.md and docs/figures/<row>.png from the run directories of every row.
 
-    python benchmarks/results.py [--runs DIR] [--out DIR] [--seeds N] [k=v ...]
+    python benchmarks/results.py [--runs DIR] [--out DIR] [--seeds N] [--row FILE ...] [k=v ...]
 
 One row per configs/repro_*.py. A row whose runs are all complete (benchmarks/claims.py: final
 eval logged, final checkpoint and after-run outputs written, config.json = what the row file
@@ -67,8 +67,12 @@ def plot(row: claims.Row, runs: list[claims.Run], m: claims.Measured, png: Path)
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   panels = row.panels or (claims.Curves(row.title, tuple(v.name for v in row.variants)),)
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
-  for ax, panel in zip(axes[0], panels):
+  cols = min(2, len(panels))
+  rows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+  for ax in axes.flat[len(panels):]:
+    ax.set_visible(False)
+  for ax, panel in zip(axes.flat, panels):
     for name in panel.variants:
       label = row.variant(name).title
       if isinstance(panel, claims.Curves):
@@ -88,7 +92,8 @@ def plot(row: claims.Row, runs: list[claims.Run], m: claims.Measured, png: Path)
       mean = [s.mean for s in stats]
       lo = [s.mean - s.spread for s in stats]
       hi = [s.mean + s.spread for s in stats]
-      (line,) = ax.plot(xs, mean, marker="." if isinstance(panel, claims.Sweep) else None,
+      few = isinstance(panel, claims.Sweep) or len(xs) < 30
+      (line,) = ax.plot(xs, mean, marker="." if few else None,
                         label=f"{label} (n={stats[0].n})")
       ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0)
     ax.set_title(panel.title, fontsize=10)
@@ -134,7 +139,7 @@ def section(res: RowResult, out: Path, seeds, extra) -> list[str]:
   for v in row.variants:
     cells = []
     for k in row.figures:
-      cells.append(res.measured.stat(v.name, k).fmt() if res.done else "—")
+      cells.append(res.measured.stat(v.name, k).fmt(pct=row.figures[k].pct) if res.done else "—")
     over = " ".join(v.overrides)
     lines.append(f"| {v.title} | `{Path(v.config).name}`{f' `{over}`' if over else ''} | "
                  + " | ".join(cells) + " |")
@@ -148,9 +153,15 @@ def section(res: RowResult, out: Path, seeds, extra) -> list[str]:
             for c in row.headline]
   rel = os.path.relpath(res.figure, out)
   lines += ["", f"![{row.title}]({rel})", "",
-            f"**Verdict: {res.verdict.result}.** {res.verdict.reason}", "",
+            f"**Verdict: {res.verdict.result}.** {res.verdict.reason}" + few_seeds(res, seeds), "",
             runs_when(res), ""]
   return lines
+
+
+def few_seeds(res: RowResult, seeds: int | None) -> str:
+  if seeds is not None and seeds < res.row.seeds:
+    return f" (from {seeds} seed(s), fewer than the row's {res.row.seeds}: not the row's verdict)"
+  return ""
 
 
 def runs_when(res: RowResult) -> str:
@@ -176,7 +187,8 @@ def render(results: list[RowResult], out: Path, runs_root: Path, seeds, extra) -
            "are not all complete is \"not run yet\"."), "",
            "| claim | paper | command | measured | verdict |", "|---|---|---|---|---|"]
   for res in results:
-    v = (f"**{res.verdict.result}**: {res.verdict.reason}" if res.done else "not run yet")
+    v = (f"**{res.verdict.result}**: {res.verdict.reason}{few_seeds(res, seeds)}" if res.done
+         else "not run yet")
     lines.append(f"| [{res.row.title}](#{anchor(res.row.title)}) | {res.row.citation} | "
                  f"`{cmd(res.row, seeds, extra)}` | {headline(res)} | {v} |")
   lines.append("")
@@ -195,9 +207,10 @@ def main(argv=None) -> int:
   p.add_argument("--runs", type=Path, default=claims.DEFAULT_RUNS, help="runs root (default runs/repro)")
   p.add_argument("--out", type=Path, default=ROOT / "docs", help="RESULTS.md and figures/ (default docs/)")
   p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: each row's)")
-  p.add_argument("--rows", nargs="*", default=None, help="row files (default configs/repro_*.py)")
+  p.add_argument("--row", dest="rows", action="append", default=None,
+                 help="a row file (repeatable; default every configs/repro_*.py)")
   p.add_argument("overrides", nargs="*", help="key.path=value, as given to reproduce.py")
-  args = p.parse_args(argv)
+  args = p.parse_intermixed_args(argv)     # flags may come after key=value overrides
   out, runs_root, extra = args.out.absolute(), args.runs.absolute(), tuple(args.overrides)
   rows = [claims.load_row(f) for f in (args.rows or claims.row_files())]
   results = [collect(r, runs_root, args.seeds, extra, out / "figures") for r in rows]

@@ -129,7 +129,8 @@ ROW = Row(
         "eval_loss": Figure("eval_loss", label="final eval loss"),
         **{f"amp@{a}": Figure(after="amplification", path=("logit_scale", f"{float(a)}",
                                                            "rel_loss_increase"),
-                              label=f"loss increase at a = {a}") for a in ALPHAS[1:]},
+                              label=f"loss increase at a = {a}", pct=True)
+          for a in ALPHAS[1:]},
     },
     headline=(
         Compare("tiny: Kronecker vs dense", "kronecker", "dense"),

@@ -202,7 +202,7 @@ def test_results_table_verdict_and_plot_then_not_run_yet(row_file, tmp_path):
   for name, r in runs.items():
     fake_run_dir(r, STEPS, finals[name])
   out = tmp_path / "docs"
-  argv = ["--runs", str(tmp_path / "runs"), "--out", str(out), "--rows", str(row_file)]
+  argv = ["--runs", str(tmp_path / "runs"), "--out", str(out), "--row", str(row_file)]
   assert results.main(argv) == 0
   md = (out / "RESULTS.md").read_text()
   assert "| a | `quickstart.py` `model.n_layers=1` | 2.100 ± 0.141 (n=2) |" in md
