@@ -11,8 +11,7 @@ runs of docs/deltanet_sigmoid.md ended with sigmoid 7% above softmax: at this sc
 claim may well come out "not reproduced", and is reported so.
 
 Runs: 600 steps of 16 x 128 bytes each (1.2M tokens), evaluated every 50 steps on 8 batches.
-The bias: modelzoo/common.py sets b = -log(model.max_len); with RoPE, max_len sets nothing else,
-so `model.max_len=1` gives b = -log 1 = 0 (until the decoder has a field of its own for b).
+The bias: b = -log(model.max_len) = -log 128 by default; `model.sigmoid_bias=false` sets b = 0.
 Budget: 9 runs, ~37 min on 2 cores (BUDGET below, from a 60-step timed run of sigmoid_tiny.py on
 the shared 2-core box); `--dry-run` prints the plan and the estimate.
 Accelerator version: configs/sigmoid_1b.py (AXLearn's gala-sigmoid-1B-2k: n = 2048, b = -7.62),
@@ -68,7 +67,7 @@ ROW = Row(
     variants=(
         Variant("softmax", CFG, ("model.attention=softmax",), label="softmax", steps_per_sec=SPS),
         Variant("sigmoid", CFG, (), label="sigmoid, b = −log 128", steps_per_sec=SPS),
-        Variant("sigmoid_nobias", CFG, ("model.max_len=1",), label="sigmoid, b = 0",
+        Variant("sigmoid_nobias", CFG, ("model.sigmoid_bias=false",), label="sigmoid, b = 0",
                 steps_per_sec=SPS),
     ),
     seeds=3,
@@ -89,7 +88,7 @@ ROW = Row(
         Curves("train loss", ("softmax", "sigmoid", "sigmoid_nobias"), "loss"),
     ),
     accelerator=("`configs/sigmoid_1b.py` (n = 2048, b = −7.62) with `data.path=<corpus>`: the same "
-                 "variants (`model.attention=softmax`; b = 0 via `model.max_len=1`) without the "
+                 "variants (`model.attention=softmax`, `model.sigmoid_bias=false`) without the "
                  "tiny row's step overrides"),
     budget=BUDGET,
     startup_s=30.0,
