@@ -36,8 +36,7 @@ NO_SPMD_LOOPS = {"xla_tpu_enable_windowed_einsum_for_all_gather": False,
 def sized_configs() -> list[str]:
   """configs/*.py whose config names a slice (mesh.topology), by name."""
   from configs import base
-  return [p.stem for p in sorted((ROOT / "configs").glob("*.py"))
-          if p.stem not in ("__init__", "base") and base.load(str(p)).mesh.topology]
+  return [p.stem for p in base.config_files() if base.load(str(p)).mesh.topology]
 
 
 def one(name: str, topology: str, overrides: list[str]) -> dict:

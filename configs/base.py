@@ -266,6 +266,13 @@ def _styled(name: str, style: dict, kw: dict) -> ModelConfig:
 # ---------------------------------------------------------------------------------------------
 # Loading and overrides.
 
+def config_files(folder: str | Path = Path(__file__).parent) -> list[Path]:
+  """The experiment files in configs/, each defining one get_config(): not this module, not
+  __init__.py, and not the reproduction sweeps repro_*.py (benchmarks/reproduce.py runs those)."""
+  return sorted(p for p in Path(folder).glob("*.py")
+                if p.stem not in ("base", "__init__") and not p.stem.startswith("repro_"))
+
+
 def load(path: str, overrides: typing.Sequence[str] = ()) -> Config:
   """Runs configs/<x>.py's get_config() (config files are trusted Python) and applies overrides.
   A file that fails to run, or returns no Config, is a ConfigError naming the file and line."""

@@ -2,21 +2,17 @@
 
     python train.py --config configs/dual_stream_29m_fully_independent.py data.tokenizer_path=<GPT-2 tokenizer.json>
     python eval.py --workdir <workdir> --logit-scale 1 2 4 8 16 --sample "The "
+    python train.py --config configs/dual_stream_29m_fully_independent.py --aot v5e:2x2
 
 Should show: "model dual_stream: 22,557,312 parameters" at start-up, then the loss falling. The
 paper reports +8% validation loss relative to the dense model for its fully independent model; the
 authors list that model ("independent channels" at V, O, FFN-up and FFN-down) at 22M parameters,
-which is this shape's count (docs/dual_stream.md). Everything else as dual_stream_29m_dense.py
-but the slice: this config names none yet (docs/scale.md's table lists the sized configs; its
-memory is below the dense model's, which fits v5e:2x2).
+which is this shape's count (docs/dual_stream.md). Everything else as dual_stream_29m_dense.py,
+including its slice (v5e:2x2, data parallel over 4 chips; docs/scale.md's table).
 """
-import dataclasses
-
 from configs import dual_stream_29m_dense
-from configs.base import MeshConfig
 
 
 def get_config():
-  cfg = dual_stream_29m_dense.get_config(mix_v="independent", mix_o="independent",
-                                         mix_up="independent", mix_down="independent")
-  return dataclasses.replace(cfg, mesh=MeshConfig())
+  return dual_stream_29m_dense.get_config(mix_v="independent", mix_o="independent",
+                                          mix_up="independent", mix_down="independent")

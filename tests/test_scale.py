@@ -20,7 +20,8 @@ TOKENS = {              # tokens per step: the paper's where known, else the con
     **{f"deltanet_1p3b{s}": M_2048 for s in ("", "_swa", "_global")},
     "sigmoid_1b": 512 * 2048,                                      # AXLearn's 1M-token batches
     "mamba2_8b": 256 * 4096, "mamba2_hybrid_8b": 256 * 4096,       # the configs' placeholder
-    **{f"dual_stream_29m_{s}": 64 * 256 for s in ("dense", "kronecker", "independent")},
+    **{f"dual_stream_29m_{s}": 64 * 256 for s in ("dense", "kronecker", "independent",
+                                                              "fully_independent")},
 }
 PAPER = sorted(TOKENS)
 
@@ -30,9 +31,7 @@ def load(name):
 
 
 def test_the_sized_configs_are_the_paper_scale_ones():
-  from pathlib import Path
-  sized = sorted(p.stem for p in Path("configs").glob("*.py")
-                 if p.stem not in ("__init__", "base") and load(p.stem).mesh.topology)
+  sized = sorted(p.stem for p in base.config_files() if load(p.stem).mesh.topology)
   assert sized == PAPER
 
 
