@@ -3,6 +3,7 @@
     python benchmarks/scale_table.py                  # every such config; rewrites docs/scale.md's table
     python benchmarks/scale_table.py --configs mamba_130m --print          # one row, to stdout
     python benchmarks/scale_table.py --configs deltanet_1p3b --topology h100:1x1x8 --section h100
+    python benchmarks/scale_table.py --json reports.json --resume   # compile only what it lacks
 
 Each row is train.py --aot's report (training/aot.py: the real XLA TPU/GPU compiler run on this
 host's CPU over train.py's own step), one config per child process and one at a time: an 8B step's
@@ -37,6 +38,11 @@ def sized_configs() -> list[str]:
   """configs/*.py whose config names a slice (mesh.topology), by name."""
   from configs import base
   return [p.stem for p in base.config_files() if base.load(str(p)).mesh.topology]
+
+
+def base_topology(name: str) -> str:
+  from configs import base
+  return base.load(str(ROOT / "configs" / f"{name}.py")).mesh.topology
 
 
 def one(name: str, topology: str, overrides: list[str]) -> dict:
@@ -115,15 +121,29 @@ def main(argv=None) -> int:
   p.add_argument("--topology", default="", help="compile for this slice instead of mesh.topology")
   p.add_argument("--section", default="slices", help="the docs/scale.md table to rewrite")
   p.add_argument("--print", action="store_true", help="print the table instead of writing it")
-  p.add_argument("--json", help="also write the reports (training/aot.report's dicts) here")
+  p.add_argument("--json", help="also write the reports (training/aot.report's dicts) here, "
+                                "after each config")
+  p.add_argument("--resume", action="store_true",
+                 help="reuse --json's reports of the same config, topology and overrides (an "
+                      "interrupted or extended table compiles only the configs it lacks)")
   p.add_argument("--one", help=argparse.SUPPRESS)               # the child process
   p.add_argument("overrides", nargs="*", help="key.path=value, applied to every config")
   args = p.parse_args(argv)
   if args.one:
     print(json.dumps(one(args.one, args.topology, args.overrides), default=float))
     return 0
+  if args.resume and not args.json:
+    sys.exit("--resume reads the reports of --json FILE: give it")
+  done_before = {}
+  if args.resume and Path(args.json).exists():
+    done_before = {(r["config"], r["topology"], tuple(r["overrides"])): r
+                   for r in json.loads(Path(args.json).read_text())}
   reports = []
   for name in args.configs or sized_configs():
+    topology = args.topology or base_topology(name)
+    if (r := done_before.get((name, topology, tuple(args.overrides)))):
+      reports.append(r)
+      continue
     cmd = [sys.executable, __file__, "--one", name, "--topology", args.topology, *args.overrides]
     print(f"compiling {name} ...", file=sys.stderr, flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -131,8 +151,8 @@ def main(argv=None) -> int:
       sys.exit(f"{name}: the compile failed:\n{done.stderr[-3000:]}")
     reports.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(row(reports[-1]), file=sys.stderr, flush=True)
-  if args.json:
-    Path(args.json).write_text(json.dumps(reports, indent=1, default=float))
+    if args.json:
+      Path(args.json).write_text(json.dumps(reports, indent=1, default=float))
   text = table(reports)
   if args.print:
     print(text)
