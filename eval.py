@@ -50,8 +50,7 @@ def parse_args(argv):
   p.add_argument("--top-k", type=int, default=0)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--no-cache", action="store_true", help="sample by full recomputation")
-  p.add_argument("--allow-unverified", action="store_true",
-                 help="restore a checkpoint that has no checksums (written before them, or damaged)")
+  cli.add_allow_unverified(p, "restore")
   p.add_argument("--aot", metavar="TOPOLOGY", default=None,
                  help="compile the eval step for a TPU/GPU slice (v5e:2x2, v5p:4x4x4, h100:1x1x8, "
                       "...) and report its memory per device; runs nothing")

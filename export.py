@@ -55,9 +55,7 @@ def parse_args(argv):
   p.add_argument("--force", action="store_true",
                  help="replace a non-empty --out (atomically: the old folder goes once the new one "
                       "is complete); never the run's workdir")
-  p.add_argument("--allow-unverified", action="store_true",
-                 help="export from a checkpoint that has no checksums (written before they existed, "
-                      "or its checksum item lost); refused without it")
+  cli.add_allow_unverified(p, "export from")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                  help="parameter dtype of the export (default: the run's model.param_dtype)")

@@ -59,9 +59,7 @@ def parse_args(argv):
   p.add_argument("--from-scratch", action="store_true",
                  help="start from step 0 although checkpoints of this run were set aside as "
                       "unreadable (<workdir>/checkpoints_corrupt); without it train.py refuses")
-  p.add_argument("--allow-unverified", action="store_true",
-                 help="resume from a checkpoint that has no checksums (written before they "
-                      "existed, or its checksum item lost); refused without it")
+  cli.add_allow_unverified(p, "resume from")
   p.add_argument("--aot", metavar="TOPOLOGY", default=None,
                  help="compile the step for a TPU/GPU slice from this host and report memory, "
                       "FLOPs and a roofline (e.g. v5e:2x2, v5p:4x4x4, h100:1x1x8); runs nothing")

@@ -61,6 +61,13 @@ def run(main, argv=None) -> int:
         signal.signal(s, h)
 
 
+def add_allow_unverified(parser, verb: str) -> None:
+  """The one flag that lets a command read a checkpoint without checksums (training/checkpoint.py)."""
+  parser.add_argument("--allow-unverified", action="store_true",
+                      help=f"{verb} a checkpoint that has no checksums (written before they existed, "
+                           "or its checksum item lost); refused without it")
+
+
 def setup_logging(stream=None):
   """INFO lines of our own on stdout (stderr where stdout is the command's JSON report), only
   warnings from the libraries."""
