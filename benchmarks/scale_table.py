@@ -99,9 +99,13 @@ HEADER = ("| config | topology | mesh | remat | grad_accum | tokens per step | G
           "MFU estimate | compile + count (s) |\n" + "|---" * 12 + "|")
 
 
-def table(reports: list[dict]) -> str:
+def table(reports: list[dict], args) -> str:
+  """The table, stamped with the command that regenerates it (--json/--resume are bookkeeping)."""
+  flags = ([f"--configs {' '.join(args.configs)}"] if args.configs else []) + \
+      ([f"--topology {args.topology}"] if args.topology else []) + \
+      ([f"--section {args.section}"] if args.section != "slices" else []) + args.overrides
   stamp = (f"Generated {datetime.date.today().isoformat()} by `python benchmarks/scale_table.py"
-           f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` with {versions()}.")
+           f"{''.join(' ' + f for f in flags)}` with {versions()}.")
   return "\n".join([stamp, "", HEADER, *map(row, reports)])
 
 
@@ -153,7 +157,7 @@ def main(argv=None) -> int:
     print(row(reports[-1]), file=sys.stderr, flush=True)
     if args.json:
       Path(args.json).write_text(json.dumps(reports, indent=1, default=float))
-  text = table(reports)
+  text = table(reports, args)
   if args.print:
     print(text)
   else:
