@@ -272,7 +272,9 @@ def stopped_at(why, step: int, start: int, ckpt_dir: Path) -> int:
 def check_checkpoints(workdir: Path, cfg: base.Config, abstract_state) -> list[int]:
   """The workdir's checkpoint steps, read without changing anything (read_only: no directory
   created, no debris cleaned); ConfigError if they hold another model's arrays."""
-  if not (workdir / "checkpoints").is_dir():
+  # Agreed by all processes before any creates the directory: a process that saw it (made by
+  # another's Checkpointer meanwhile) would open orbax's manager alone and its barriers mismatch.
+  if not distributed.any_process((workdir / "checkpoints").is_dir()):
     return []
   ckpt = Checkpointer(workdir, cfg.ckpt.every, cfg.ckpt.keep, read_only=True)
   try:
