@@ -5,8 +5,11 @@
 One row per configs/repro_*.py. A row whose runs are all complete (benchmarks/claims.py: final
 eval logged, final checkpoint and after-run outputs written, config.json = what the row file
 asks for) gets its figures (mean ± sample std over seeds), its plot and its verdict by the rule
-its file states; any other row is listed as "not run yet" with its command and how many runs are
-complete, never with a number. Nothing in RESULTS.md is typed by hand: edit the row files.
+its file states; a row with runs under way is listed as "not run yet" with its command and how
+many runs are complete, never with a number. A row with no run directory here at all (its sweep
+ran on another machine or checkout), and every row not named by --row, keeps its entry and
+section from the RESULTS.md being replaced, as generated then (its runs' date and commit say
+when). Nothing in RESULTS.md is typed by hand: edit the row files.
 --runs: the runs root (default runs/repro); --out: where RESULTS.md and figures/ go (default
 docs/); --seeds and k=v as given to reproduce.py (a smoke run's `train.steps=5`, say).
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -27,10 +31,12 @@ ROOT = claims.ROOT
 class RowResult:
   def __init__(self, row: claims.Row, runs: list[claims.Run], complete: list[claims.Run],
                measured: claims.Measured | None, verdict: claims.Verdict | None, steps: dict,
-               figure: Path | None, commits: list[str], dates: list[str]):
+               figure: Path | None, commits: list[str], dates: list[str],
+               kept: tuple[str, list[str]] | None = None):
     self.row, self.runs, self.complete, self.measured = row, runs, complete, measured
     self.verdict, self.steps, self.figure, self.commits, self.dates = (verdict, steps, figure,
                                                                        commits, dates)
+    self.kept = kept                 # (table line, section) from the previous RESULTS.md
 
   @property
   def done(self) -> bool:
@@ -184,17 +190,37 @@ def render(results: list[RowResult], out: Path, runs_root: Path, seeds, extra) -
            "the format in `benchmarks/claims.py`). Each row's command runs its whole sweep and can "
            "be rerun to continue it; figures are mean ± sample std over seeds, relative figures "
            "computed per seed (same seed, same data order) and then averaged. A row whose runs "
-           "are not all complete is \"not run yet\"."), "",
+           "are under way is \"not run yet\"; a row whose runs are not on the machine that "
+           "regenerated this file keeps its entry as generated where they ran (each row says "
+           "when and at which commit its runs finished)."), "",
            "| claim | paper | command | measured | verdict |", "|---|---|---|---|---|"]
   for res in results:
+    if res.kept:
+      lines.append(res.kept[0])
+      continue
     v = (f"**{res.verdict.result}**: {res.verdict.reason}{few_seeds(res, seeds)}" if res.done
          else "not run yet")
     lines.append(f"| [{res.row.title}](#{anchor(res.row.title)}) | {res.row.citation} | "
                  f"`{cmd(res.row, seeds, extra)}` | {headline(res)} | {v} |")
   lines.append("")
   for res in results:
-    lines += section(res, out, seeds, extra)
+    lines += res.kept[1] if res.kept else section(res, out, seeds, extra)
   return "\n".join(lines).rstrip() + "\n"
+
+
+def previous(md: Path) -> dict[str, tuple[str, list[str]]]:
+  """The generated rows of an existing RESULTS.md: {title: (its table line, its section)}."""
+  if not md.exists():
+    return {}
+  lines = md.read_text().splitlines()
+  table = {m.group(1): ln for ln in lines if (m := re.match(r"\| \[(.+?)\]\(#", ln))}
+  starts = [i for i, ln in enumerate(lines) if ln.startswith("## ")] + [len(lines)]
+  out = {}
+  for a, b in zip(starts, starts[1:]):
+    title = lines[a][3:].strip()
+    if title in table and any(ln.startswith("**Verdict:") for ln in lines[a:b]):
+      out[title] = (table[title], lines[a:b])
+  return out
 
 
 def anchor(title: str) -> str:
@@ -212,11 +238,23 @@ def main(argv=None) -> int:
   p.add_argument("overrides", nargs="*", help="key.path=value, as given to reproduce.py")
   args = p.parse_intermixed_args(argv)     # flags may come after key=value overrides
   out, runs_root, extra = args.out.absolute(), args.runs.absolute(), tuple(args.overrides)
-  rows = [claims.load_row(f) for f in (args.rows or claims.row_files())]
-  results = [collect(r, runs_root, args.seeds, extra, out / "figures") for r in rows]
+  named = [Path(f).resolve() for f in args.rows or ()]
+  files = claims.row_files() + [f for f in named if f not in claims.row_files()]
+  old = previous(out / "RESULTS.md")
+  results = []
+  for f in files:
+    row = claims.load_row(f)
+    asked = not named or f.resolve() in named
+    if (not asked or not (runs_root / row.name).exists()) and row.title in old:
+      results.append(RowResult(row, [], [], None, None, {}, None, [], [], kept=old[row.title]))
+    elif asked:
+      results.append(collect(row, runs_root, args.seeds, extra, out / "figures"))
   out.mkdir(parents=True, exist_ok=True)
   (out / "RESULTS.md").write_text(render(results, out, runs_root, args.seeds, extra))
   for res in results:
+    if res.kept:
+      print(f"{res.row.name}: kept from the previous RESULTS.md (no runs of it here)")
+      continue
     print(f"{res.row.name}: " + (f"{res.verdict.result} ({res.figure})" if res.done else
                                  f"not run yet ({len(res.complete)}/{len(res.runs)} runs complete)"))
   print(f"wrote {out / 'RESULTS.md'}")

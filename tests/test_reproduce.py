@@ -233,6 +233,31 @@ def test_results_table_verdict_and_plot_then_not_run_yet(row_file, tmp_path):
   assert "not run yet (3/4 runs complete)" in (out / "RESULTS.md").read_text()
 
 
+def test_a_row_whose_runs_are_elsewhere_keeps_its_generated_entry(row_file, tmp_path):
+  """Run directories do not travel between checkouts: regenerating RESULTS.md where a row has no
+  runs keeps that row's entry and section (and figure) as generated where it ran."""
+  import shutil
+  row = claims.load_row(row_file)
+  for r in claims.plan(row, None, tmp_path / "runs"):
+    fake_run_dir(r, STEPS, 2.0 if r.variant.name == "a" else 2.2)
+  out = tmp_path / "docs"
+  argv = ["--runs", str(tmp_path / "runs"), "--out", str(out), "--row", str(row_file)]
+  assert results.main(argv) == 0
+  first = (out / "RESULTS.md").read_text()
+  section = first[first.index("## Toy claim"):]
+  shutil.rmtree(tmp_path / "runs")
+  assert results.main(argv) == 0
+  md = (out / "RESULTS.md").read_text()
+  assert section in md and "**Verdict: reproduced.**" in md and "not run yet (0/" not in md
+  assert (out / "figures" / "toy.png").exists()
+  # a sweep under way (some runs here, not all complete) replaces the old numbers
+  r0 = claims.plan(row, None, tmp_path / "runs")[0]
+  fake_run_dir(r0, STEPS, 2.0, upto=2)
+  assert results.main(argv) == 0
+  md = (out / "RESULTS.md").read_text()
+  assert "not run yet (0/4 runs complete)" in md and "**Verdict:" not in md
+
+
 def test_results_with_no_runs_lists_every_row_with_its_command(tmp_path):
   assert results.main(["--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 0
   md = (tmp_path / "RESULTS.md").read_text()
