@@ -7,8 +7,8 @@
 Should show: "model dual_stream: 28,161,072 parameters" at start-up (docs/dual_stream.md: ~28.2M), then
 the loss falling; the paper reports validation loss +2.5% relative to the dense model. Whether the
 paper's Kronecker model also had a per-head FFN is not recoverable (add model.mix_up=independent
-model.mix_down=independent for that reading: 22.26M). M_V and M_O start as in the authors'
-precursor code: N(0, 0.02^2) and N(0, (0.02/sqrt(12))^2) (model.kron_init*, docs/dual_stream.md).
+model.mix_down=independent for that reading: 22.26M). M_V starts at I + N(0, 0.02^2), M_O at
+N(0, (0.02/sqrt(12))^2); model.kron_init=normal is the authors' precursor code (docs/dual_stream.md).
 Everything else as dual_stream_29m_dense.py, including its slice (`--aot v5e:2x2`: data parallel
 over 4 chips, 3.3 GiB per chip of 16, fits).
 """

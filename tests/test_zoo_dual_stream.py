@@ -260,7 +260,8 @@ def test_tiny_run_loss_drops_and_amplification_eval(tmp_path, corpus, capsys):
 
 
 @pytest.mark.parametrize("over,want_v,want_o", [
-    ({}, ("normal", 0.02), ("normal", 0.005)),                     # the default: the precursor's
+    ({}, ("identity", 0.02), ("normal", 0.005)),                   # the default
+    ({"kron_init": "normal"}, ("normal", 0.02), ("normal", 0.005)),  # the precursor's
     ({"kron_init": "identity"}, ("identity", 0.02), ("identity", 0.005)),
     ({"kron_init_v": "identity", "kron_init_o": "normal", "kron_std_o": 0.1},
      ("identity", 0.02), ("normal", 0.1)),
@@ -268,7 +269,7 @@ def test_tiny_run_loss_drops_and_amplification_eval(tmp_path, corpus, capsys):
      ("identity", 0.05), ("normal", 0.005))])
 def test_kronecker_inits_of_m_v_and_m_o(over, want_v, want_o):
   """M_V and M_O start at I + N(0, std^2) (identity) or N(0, std^2) (normal), each with its own
-  setting; kron_init is the shared default, the std defaults to init_std (M_V) and
+  setting (default M_V identity, M_O normal); kron_init sets both, the std defaults to init_std (M_V) and
   init_std/sqrt(2L) (M_O, 0.005 at L = 8). Sixteen heads, eight layers: 2048 draws per map."""
   cfg = base.model_config("dual_stream", vocab_size=8, d_model=32, n_layers=8, n_heads=16, d_ff=32,
                           max_len=8, mix_v="kronecker", mix_o="kronecker", **over)
@@ -282,16 +283,19 @@ def test_kronecker_inits_of_m_v_and_m_o(over, want_v, want_o):
 
 
 def test_streams_keep_the_embedding_scale_at_init():
-  """The default init: attention's writes to x_t start at the dense model's scale (x_t's RMS stays
-  near the embedding's 0.02 through the layers). M_V = M_O = I with CLN_v writes a unit-RMS copy of
+  """The default init (M_V = I, M_O at the output std) and the precursor's (both normal):
+  attention's writes to x_t start at the dense model's scale (x_t's RMS stays near the
+  embedding's 0.02 through the layers). M_V = M_O = I with CLN_v writes a unit-RMS copy of
   each head per layer: x_t's RMS grows 10x and more (docs/dual_stream.md, "Initialisation")."""
   from modelzoo.dual_stream.init_scale import stream_rms
   cfg = base.model_config("dual_stream", vocab_size=61, d_model=32, n_layers=4, n_heads=4, d_ff=64,
                           max_len=16, mix_v="kronecker", mix_o="kronecker")
   out = {}   # one compile: the forward pass does not depend on the init settings
-  for name, c in (("default", cfg), ("identity", dataclasses.replace(cfg, kron_init="identity"))):
+  for name, c in (("default", cfg), ("normal", dataclasses.replace(cfg, kron_init="normal")),
+                  ("identity", dataclasses.replace(cfg, kron_init="identity"))):
     out[name] = stream_rms(cfg, jax.jit(lambda c=c: init(c))(), TOK)[0]
   assert out["default"].max() < 1.5 * out["default"][0], out
+  assert out["normal"].max() < 1.5 * out["normal"][0], out
   assert out["identity"][-1] > 10 * out["identity"][0], out
 
 
@@ -309,6 +313,9 @@ def test_old_config_json_still_loads_and_builds():
     modelzoo.check(cfg)
     assert cfg.kron_init_v_resolved[0] == cfg.kron_init_o_resolved[0] == "identity"
     assert count(cfg) == 691_584
+  # saved while both maps defaulted to normal (kron_init "normal", per-map fields ""): as it ran
+  cfg = base.from_dict({"model": {**saved, "kron_init": "normal"}}).model
+  assert cfg.kron_init_v_resolved[0] == cfg.kron_init_o_resolved[0] == "normal"
   cfg = base.load("configs/dual_stream_tiny_kronecker.py", ["model.kron_init_o=identity",
                                                             "model.kron_std_v=0.1"])
   assert base.from_dict(base.to_dict(cfg)) == cfg

@@ -32,12 +32,13 @@ class DualStreamConfig(ModelConfig):
   frozen_tokens: bool = False         # Frozen-Token-Stream: x_t stays the embedding, attention
                                       # writes x_e
   # Initialisation of the Kronecker maps M_V (value) and M_O (attention output), used only where
-  # mix_v / mix_o is "kronecker": identity = I + N(0, std^2), normal = N(0, std^2). kron_init is
-  # the setting of both maps (the only one before the per-map fields existed: older config.json
-  # files carry it); kron_init_v / kron_init_o override it per map ("" = kron_init). The stds
-  # default (0) to the precursor code's: init_std for M_V, init_std / sqrt(2 n_layers) for M_O
-  # (GPT-2's scaling of every map that writes to the residual). docs/dual_stream.md, "Initialisation".
-  kron_init: str = choice("normal", KRON_INITS)
+  # mix_v / mix_o is "kronecker": identity = I + N(0, std^2), normal = N(0, std^2). Default: M_V
+  # identity (each head's value starts as its own channel), M_O normal at GPT-2's output std.
+  # kron_init sets both maps ("" = those defaults; older config.json files carry identity or
+  # normal and load as they ran); kron_init_v / kron_init_o set one map ("" = kron_init). The
+  # stds default (0) to init_std for M_V and init_std / sqrt(2 n_layers) for M_O (GPT-2's scaling
+  # of every map that writes to the residual). docs/dual_stream.md, "Initialisation".
+  kron_init: str = choice("", ("",) + KRON_INITS)
   kron_init_v: str = choice("", ("",) + KRON_INITS)
   kron_init_o: str = choice("", ("",) + KRON_INITS)
   kron_std_v: float = nonneg(0.0)     # 0 = init_std
@@ -54,12 +55,12 @@ class DualStreamConfig(ModelConfig):
   @property
   def kron_init_v_resolved(self) -> tuple[str, float]:
     """(identity | normal, std) of the Kronecker value map M_V."""
-    return self.kron_init_v or self.kron_init, self.kron_std_v or self.init_std
+    return self.kron_init_v or self.kron_init or "identity", self.kron_std_v or self.init_std
 
   @property
   def kron_init_o_resolved(self) -> tuple[str, float]:
     """(identity | normal, std) of the Kronecker output map M_O."""
-    return (self.kron_init_o or self.kron_init,
+    return (self.kron_init_o or self.kron_init or "normal",
             self.kron_std_o or self.init_std / math.sqrt(2 * self.n_layers))
 
   def check(self) -> None:
