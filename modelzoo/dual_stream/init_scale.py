@@ -36,10 +36,11 @@ def init_params(model_cfg, seed: int, seq_len: int):
 
 # docs/dual_stream.md's rows: (label, overrides of the model section)
 VARIANTS = (
-    ("M_V = I, M_O = I (before: kron_init=identity)", {"kron_init": "identity"}),
-    ("M_V = I, M_O ~ N(0, 0.02/sqrt(2L))", {"kron_init_v": "identity", "kron_init_o": "normal"}),
+    ("M_V = I, M_O = I (kron_init=identity, the first default)", {"kron_init": "identity"}),
+    ("M_V = I, M_O ~ N(0, 0.02/sqrt(2L)) (default)", {}),
     ("M_V ~ N(0, 0.02), M_O = I", {"kron_init_v": "normal", "kron_init_o": "identity"}),
-    ("M_V ~ N(0, 0.02), M_O ~ N(0, 0.02/sqrt(2L)) (default)", {"kron_init": "normal"}),
+    ("M_V ~ N(0, 0.02), M_O ~ N(0, 0.02/sqrt(2L)) (kron_init=normal, the precursor's)",
+     {"kron_init": "normal"}),
     ("M_V = I, M_O = I, raw V (v_norm=false)", {"kron_init": "identity", "v_norm": False}),
     ("M_V, M_O normal, raw V (v_norm=false)", {"kron_init": "normal", "v_norm": False}),
 )
