@@ -201,6 +201,10 @@ class TrainConfig:
   eval_every: int = positive(200)
   eval_steps: int = positive(10)
   max_bad_steps: int = nonneg(3)   # non-finite updates skipped in a row before stopping
+  # Per-layer statistics in the train metrics (metrics.jsonl, TensorBoard: "<name>/<layer>"),
+  # computed inside the step only when on (layers/stats.py):
+  log_hidden_rms: bool = False     # RMS of each block's output hidden state
+  log_act_nonzero: bool = False    # fraction of non-zero MLP activations per layer
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ paper): 24 layers, width 2048, 32 heads of 64, SwiGLU 5632 (8/3 d rounded up to 
 at context 2048. Two deviations: RoPE instead of ALiBi (the codebase has no ALiBi; neither has
 parameters), and the data recipe (AXLearn: 300B tokens of a RedPajama/SlimPajama mix, 1M-token
 batches, peak lr 0.01 with mup-simple scaling). Apple's 7B sigmoid run adds hybrid-norm:
-model.hybrid_norm=true.
+model.norm_placement=peri (x + Norm(f(Norm(x))), the same block as Peri-LN).
 """
 from configs.base import (CheckpointConfig, Config, DataConfig, MeshConfig, TrainConfig,
                           llama_style)

@@ -36,7 +36,7 @@ def hf_arch(m: ModelConfig) -> str:
                       "with --format safetensors or --format stablehlo")
   why = [f"model.{k}={getattr(m, k)!r} (HF needs {v!r})" for k, v in
          dict(norm_placement="pre", attention="softmax", qk_norm=False, layer_scale=0.0,
-              hybrid_norm=False).items() if getattr(m, k) != v]
+              mlp_topk=0).items() if getattr(m, k) != v]
   style = (m.norm, m.pos, m.mlp)
   if style == ("layernorm", "learned", "gelu"):
     arch = "gpt2"
@@ -149,7 +149,7 @@ def from_hf_config(c: dict, defaults: ModelConfig | None = None) -> ModelConfig:
     raise ConfigError(f"HF model_type={kind!r} is not supported: seqzoo imports gpt2 and llama")
   decoder = modelzoo.as_family(defaults or modelzoo.model_config("decoder"), "decoder")
   return dataclasses.replace(decoder, norm_placement="pre", attention="softmax", qk_norm=False,
-                             layer_scale=0.0, hybrid_norm=False, **arch)
+                             layer_scale=0.0, mlp_topk=0, **arch)
 
 
 # ---------------------------------------------------------------------------------------------

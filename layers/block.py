@@ -8,11 +8,15 @@ MLPs and norms as f(x_BTD). The mixers' shared settings are TokenMixer's fields.
 
 Block, pre-norm:  x = x + mixer(norm1(x));  x = x + mlp(norm2(x))        (GPT-2, Llama, DeltaNet)
       post-norm:  x = norm1(x + mixer(x));  x = norm2(x + mlp(x))        (original Transformer)
-Stabilisers for sigmoid attention (Ramapuram et al. 2024), pre-norm only:
-  hybrid_norm: x = x + norm3(mixer(norm1(x)));  x = x + norm4(mlp(norm2(x)))  (AXLearn "hybridnorm")
-  layer_scale: each branch output times a learned per-channel gamma (init layer_scale) before the
-  residual add, as in the paper's attention_simulator TransformerBlock (ls1, ls2).
+      peri-norm:  x = x + norm3(mixer(norm1(x)));  x = x + norm4(mlp(norm2(x)))
+                  (Peri-LN, Kim et al. 2025; the sigmoid-attention paper's "hybrid-norm", AXLearn's
+                  "hybridnorm": the same block)
+  layer_scale (pre or peri): each branch output times a learned per-channel gamma (init layer_scale)
+  before the residual add, as in the sigmoid paper's attention_simulator TransformerBlock (ls1, ls2).
 Residual:  x = x + f(norm(x)), one branch (Mamba's block, each layer of a Mamba-2 hybrid).
+
+Every block sows the RMS of its output into the "stats" collection (`hidden_rms`, layers/stats.py):
+a no-op unless the caller makes "stats" mutable (train.log_hidden_rms).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from layers import stats
 from layers.sharding import constrain, param
 
 ACT = ("batch", "length", "act_embed")
@@ -57,9 +62,8 @@ class Block(nn.Module):
   mlp: typing.Callable           # factory of the MLP
   norm: typing.Callable          # factory of the norms
   mixer_name: str = "attn"
-  placement: str = "pre"         # pre | post
-  hybrid_norm: bool = False      # pre only
-  layer_scale: float = 0.0       # LayerScale init; 0 = off; pre only
+  placement: str = "pre"         # pre | post | peri
+  layer_scale: float = 0.0       # LayerScale init; 0 = off; pre or peri
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -67,19 +71,20 @@ class Block(nn.Module):
     mixer, mlp = self.mixer(name=self.mixer_name), self.mlp(name="mlp")
     n1, n2 = self.norm(name="norm1"), self.norm(name="norm2")
 
-    def branch_out(h_BTD, i):    # the sigmoid stabilisers on branch i (1: mixer, 2: MLP)
-      if self.hybrid_norm:
+    def branch_out(h_BTD, i):    # what follows branch i (1: mixer, 2: MLP) before the residual
+      if self.placement == "peri":
         h_BTD = self.norm(name=f"norm{i + 2}")(h_BTD)
       if self.layer_scale:
         h_BTD = LayerScale(self.layer_scale, self.param_dtype, name=f"ls{i}")(h_BTD)
       return h_BTD
-    if self.placement == "pre":
+    if self.placement == "post":
+      x_BTD = n1(x_BTD + mixer(x_BTD, positions_BT, segment_ids_BT, logit_scale))
+      x_BTD = n2(x_BTD + mlp(x_BTD))
+    else:
       h_BTD = mixer(n1(x_BTD), positions_BT, segment_ids_BT, logit_scale)
       x_BTD = x_BTD + branch_out(h_BTD, 1)
       x_BTD = x_BTD + branch_out(mlp(n2(x_BTD)), 2)
-    else:
-      x_BTD = n1(x_BTD + mixer(x_BTD, positions_BT, segment_ids_BT, logit_scale))
-      x_BTD = n2(x_BTD + mlp(x_BTD))
+    stats.sow(self, "hidden_rms", stats.rms(x_BTD))
     return constrain(x_BTD, ACT), None
 
 
@@ -92,8 +97,9 @@ class Residual(nn.Module):
   @nn.compact
   def __call__(self, x_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
     args = (positions_BT, segment_ids_BT, logit_scale) if self.mixes_tokens else ()
-    h_BTD = self.f(name=self.f_name)(self.norm(name="norm")(x_BTD), *args)
-    return constrain(x_BTD + h_BTD, ACT), None
+    x_BTD = x_BTD + self.f(name=self.f_name)(self.norm(name="norm")(x_BTD), *args)
+    stats.sow(self, "hidden_rms", stats.rms(x_BTD))
+    return constrain(x_BTD, ACT), None
 
 
 class Unit(nn.Module):
@@ -119,8 +125,8 @@ def stack(layers: typing.Sequence, *, scan: bool = True, remat: str = "none",
   """`layers` (one factory per layer) applied in order; returns a callable (x, *args) -> x.
 
   scan: one nn.scan over `layers`, which must be one factory repeated ([f] * n): one compiled
-  body whatever the depth, named `name`; its parameters, cache and sown intermediates get the
-  leading `layers` axis. Otherwise unrolled, layer i named names[i] (default f"{name}_{i}").
+  body whatever the depth, named `name`; its parameters, cache, sown intermediates and stats get
+  the leading `layers` axis. Otherwise unrolled, layer i named names[i] (default f"{name}_{i}").
   Each layer returns (x, None), flax's scan convention; x may be a tuple (several streams).
   remat: none | full | dots (REMAT_POLICIES), per layer.
   """
@@ -133,7 +139,7 @@ def stack(layers: typing.Sequence, *, scan: bool = True, remat: str = "none",
     return nn.remat(f.func, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
   if scan:
     f = layers[0]
-    body = nn.scan(cls(f), variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+    body = nn.scan(cls(f), variable_axes={"params": 0, "cache": 0, "intermediates": 0, "stats": 0},
                    split_rngs={"params": True}, in_axes=nn.broadcast, length=len(layers),
                    metadata_params={nn.PARTITION_NAME: "layers"})(*f.args, name=name, **f.keywords)
     return lambda x, *args: body(x, *args)[0]

@@ -81,6 +81,8 @@ def config_from_dict(d: dict):
   from configs.base import ConfigError
   d = dict(d)
   name = d.pop("name", "decoder")
+  if d.pop("hybrid_norm", False):     # saved before hybrid-norm became norm_placement=peri
+    d["norm_placement"] = "peri"
   _family(name)
   own = config_fields()[name]
   unknown = set(d) - own - frozenset().union(*config_fields().values())

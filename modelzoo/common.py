@@ -52,8 +52,9 @@ def attention(m, decode: bool, window: int | None = None):
 
 
 def mlp(m):
-  return functools.partial(MLP, m.d_ff, kind=m.mlp, gelu_exact=m.gelu_exact, use_bias=m.use_bias,
-                           init_std=m.init_std, out_std=out_std(m), **matmul_dtypes(m))
+  return functools.partial(MLP, m.d_ff, kind=m.mlp, gelu_exact=m.gelu_exact, topk=m.mlp_topk,
+                           use_bias=m.use_bias, init_std=m.init_std, out_std=out_std(m),
+                           **matmul_dtypes(m))
 
 
 class LM(nn.Module):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from configs.base import ConfigError, choice, nonneg, positive
+from layers.mlp import KINDS as MLP_KINDS
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,15 @@ class HeadFields:
 
 @dataclass(frozen=True)
 class MLPFields:
-  """The feed-forward block: GELU (GPT-2) or SwiGLU (Llama)."""
+  """The feed-forward block (layers/mlp.py): GELU (GPT-2), SwiGLU (Llama), ReLU (+ Top-k), and
+  PolyCom's PolyReLU / PolyNorm."""
   d_ff: int = positive(1024)          # F
-  mlp: str = choice("gelu", ("gelu", "swiglu"))
+  mlp: str = choice("gelu", MLP_KINDS)
   gelu_exact: bool = False            # erf GELU; the tanh form is much cheaper in the CPU backward
+  mlp_topk: int = nonneg(0)           # relu: each token keeps its k largest activations; 0 = all
+
+  def check_mlp(self) -> None:
+    if self.mlp_topk and self.mlp != "relu":
+      raise ConfigError(f"model.mlp_topk={self.mlp_topk} needs model.mlp=relu, not {self.mlp!r}")
+    if self.mlp_topk > self.d_ff:
+      raise ConfigError(f"model.mlp_topk={self.mlp_topk} is more than model.d_ff={self.d_ff}")

@@ -34,7 +34,7 @@ def n_params_formula(c) -> int:
   attn = D * H * Dh + 2 * D * K * Dh + H * Dh * D + b * (H * Dh + 2 * K * Dh + D)
   qk_norm = 2 * per_norm * Dh if c.qk_norm else 0
   mlp = 3 * D * F + b * (2 * F + D) if c.mlp == "swiglu" else 2 * D * F + b * (F + D)
-  norms = (4 if c.hybrid_norm else 2) * per_norm * D
+  norms = (4 if c.norm_placement == "peri" else 2) * per_norm * D
   scale = 2 * D if c.layer_scale else 0
   return (V * D + (c.max_len * D if c.pos == "learned" else 0)
           + L * (attn + qk_norm + mlp + norms + scale) + per_norm * D
@@ -52,18 +52,18 @@ def test_1b_config_size():
   assert cfg.attention == "sigmoid" and cfg.qk_norm
   n = count(cfg)
   assert n == n_params_formula(cfg) == PAPER_1B == 1_300_337_664
-  hybrid = replace(cfg, hybrid_norm=True)          # Apple's 7B recipe at this size
+  hybrid = replace(cfg, norm_placement="peri")          # Apple's 7B recipe at this size
   assert count(hybrid) == n_params_formula(hybrid) == n + 24 * 2 * 2048
   assert abs(count(hybrid) / PAPER_1B - 1) < 0.02
 
 
 TINY = base.llama_style(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48,
                         max_len=32, tie_embeddings=True, attention="sigmoid", qk_norm=True,
-                        hybrid_norm=True, layer_scale=0.5)
+                        norm_placement="peri", layer_scale=0.5)
 
 
 @pytest.mark.parametrize("kw", [{}, {"norm": "layernorm", "norm_bias": True, "use_bias": True,
-                                     "hybrid_norm": False, "pos": "learned"}])
+                                     "norm_placement": "peri", "pos": "learned"}])
 def test_tiny_formula(kw):
   cfg = replace(TINY, **kw)
   assert count(cfg) == n_params_formula(cfg)
@@ -176,7 +176,7 @@ def test_layer_scale_and_hybrid_norm_bound_the_residual_update():
   assert hybrid(gamma=1e-4, weight_scale=30.0) < 1e-3
   assert 0.3 < hybrid(gamma=1.0) <= 2.001
   assert 0.3 < hybrid(gamma=1.0, weight_scale=30.0) <= 2.001
-  _, plain = make(replace(TINY, layer_scale=0.0, hybrid_norm=False))
+  _, plain = make(replace(TINY, layer_scale=0.0, norm_placement="pre"))
   assert plain(weight_scale=30.0) > 100 * plain()
   with pytest.raises(base.ConfigError, match="norm_placement"):   # before anything traces
     modelzoo.check(replace(TINY, norm_placement="post"))

@@ -6,7 +6,8 @@ donation and batch spec, so what is compiled ahead of time is what runs. `loss_s
 the train step's objective and the eval step's (which may scale the attention logits): token
 cross-entropy, or the squared error of a real-valued read-out (in-context regression). On a token
 task (data/tasks.py) both steps also sum accuracy over the answer positions, and the train
-step's metrics gain `accuracy` and `seq_accuracy`; other sources compute none of it.
+step's metrics gain `accuracy` and `seq_accuracy`; other sources compute none of it. The
+train.log_* flags add per-layer statistics the layers sow (layers/stats.py) as "<name>/<layer>".
 """
 from __future__ import annotations
 
@@ -59,8 +60,27 @@ def make_optimizer(t: base.TrainConfig):
   return tx, schedule
 
 
+STATS = ("hidden_rms", "act_nonzero")      # train.log_<name>
+
+
+def logged_stats(t: base.TrainConfig) -> tuple[str, ...]:
+  return tuple(n for n in STATS if getattr(t, f"log_{n}"))
+
+
+def per_layer(stats_tree, name: str) -> jax.Array:
+  """The values sown as `name`, one per layer in layer order ([L] under nn.scan, one scalar per
+  unrolled layer `layers_<i>`, or several stacks in the order of their paths), concatenated."""
+  flat = flax.traverse_util.flatten_dict(stats_tree)
+  paths = sorted((p for p in flat if p[-1] == name), key=lambda p: [
+      (0, int(k.rsplit("_", 1)[1]), "") if k.rsplit("_", 1)[-1].isdigit() else (1, 0, k)
+      for k in p])
+  if not paths:
+    raise ValueError(f"the model sows no {name!r} statistic")
+  return jnp.concatenate([jnp.ravel(flat[p][0]) for p in paths])
+
+
 def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False,
-              logit_scale: float = 1.0, answers: bool = False):
+              logit_scale: float = 1.0, answers: bool = False, stats: tuple[str, ...] = ()):
   """(loss sum, z-loss sum, weight sum, extra sums) over the batch; the loss is sum / weights.
 
   Token inputs (int [B, T]): token cross-entropy, and the z-loss term. Real-valued inputs (float
@@ -69,14 +89,19 @@ def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False,
   answers=True (a token task) adds the sums of accuracy over the answer positions (weights > 0):
   "correct" (argmax == target, weighted), "seqs_right" (sequences with every answer right) and
   "seqs" (sequences with an answer); otherwise the extra sums are {} (nothing computed).
-  logit_scale multiplies every attention logit (eval.py --logit-scale; 1 in training)."""
+  logit_scale multiplies every attention logit (eval.py --logit-scale; 1 in training).
+  stats: names of per-layer statistics (STATS) returned in extra as "stat:<name>" [L] arrays."""
   out = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                    batch["segment_ids"] if pack else None,
-                    logit_scale=logit_scale).astype(jnp.float32)
+                    batch["segment_ids"] if pack else None, logit_scale=logit_scale,
+                    mutable=["stats"] if stats else False)
+  if stats:
+    out, sown = out
+    stat = {f"stat:{n}": per_layer(sown["stats"], n) for n in stats}
+  out = out.astype(jnp.float32)
   w_BT = batch["weights"]
   if jnp.issubdtype(batch["inputs"].dtype, jnp.floating):
     sq_BT = (out - batch["targets"]) ** 2                      # out: y_hat [B, T]
-    return (sq_BT * w_BT).sum(), jnp.zeros(()), w_BT.sum(), {}
+    return (sq_BT * w_BT).sum(), jnp.zeros(()), w_BT.sum(), stat if stats else {}
   logits_BTV = out
   lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
   target_BT = jnp.take_along_axis(logits_BTV, batch["targets"][..., None], axis=-1)[..., 0]
@@ -88,15 +113,23 @@ def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False,
     extra = {"correct": (hit_BT * w_BT).sum(),
              "seqs_right": (has_B & (hit_BT | ~ans_BT).all(-1)).sum().astype(jnp.float32),
              "seqs": has_B.sum().astype(jnp.float32)}
+  if stats:
+    extra.update(stat)
   return ((lse_BT - target_BT) * w_BT).sum(), z_loss * (lse_BT**2 * w_BT).sum(), w_BT.sum(), extra
 
 
 def accuracies(extra: dict, w) -> dict:
   """loss_sums' extra sums -> {"accuracy", "seq_accuracy"} ({} for none)."""
-  if not extra:
+  if "correct" not in extra:
     return {}
   return {"accuracy": extra["correct"] / jnp.maximum(w, 1.0),
           "seq_accuracy": extra["seqs_right"] / jnp.maximum(extra["seqs"], 1.0)}
+
+
+def stat_metrics(extra: dict, n_micro: int) -> dict:
+  """extra's "stat:<name>" [L] (summed over n_micro micro-batches) -> {"<name>/<layer>": mean}."""
+  return {f"{k[5:]}/{i}": v[i] / n_micro for k, v in extra.items() if k.startswith("stat:")
+          for i in range(v.shape[0])}
 
 
 def measures_accuracy(cfg: base.Config) -> bool:
@@ -118,9 +151,11 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
   t, A = cfg.train, cfg.train.grad_accum
 
   acc = measures_accuracy(cfg)
+  stats = logged_stats(t)
 
   def objective(params, batch):
-    ce, z, w, extra = loss_sums(model, params, batch, t.z_loss, cfg.data.pack, answers=acc)
+    ce, z, w, extra = loss_sums(model, params, batch, t.z_loss, cfg.data.pack, answers=acc,
+                                stats=stats)
     return ce + z, (ce, w, extra)
 
   grad_fn = jax.value_and_grad(objective, has_aux=True)
@@ -137,7 +172,9 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
         g, sums = carry
         return (jax.tree.map(jnp.add, g, g_i), jax.tree.map(jnp.add, sums, sums_i)), None
       zeros = jax.tree.map(jnp.zeros_like, state.params)
-      no_sums = (0.0, 0.0, {k: 0.0 for k in ("correct", "seqs_right", "seqs")} if acc else {})
+      extra_shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro))
+      no_sums = (0.0, 0.0, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                        extra_shapes[0][1][2]))
       (grads, (ce, w, extra)), _ = jax.lax.scan(accumulate, (zeros, no_sums), micro)
     w = jnp.maximum(w, 1.0)
     grads = jax.tree.map(lambda g: g / w, grads)
@@ -157,7 +194,7 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
     metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
                "skipped": 1.0 - ok.astype(jnp.float32), "skipped_total": new.skipped,
                "bad_steps": bad, "nonfinite_state": 1.0 - state_ok.astype(jnp.float32),
-               **accuracies(extra, w)}
+               **accuracies(extra, w), **stat_metrics(extra, A)}
     return new, metrics
 
   return train_step

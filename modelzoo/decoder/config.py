@@ -12,15 +12,16 @@ from modelzoo.config import HeadFields, MLPFields
 class DecoderConfig(MLPFields, HeadFields, ModelConfig):
   name: str = field(default="decoder", init=False)
   use_bias: bool = True               # biases on the attention and MLP projections
-  norm_placement: str = choice("pre", ("pre", "post"))
+  # pre: x + f(Norm(x)); post: Norm(x + f(x)); peri: x + Norm(f(Norm(x))) (Peri-LN, the sigmoid
+  # paper's hybrid-norm): layers/block.py
+  norm_placement: str = choice("pre", ("pre", "post", "peri"))
   # Operands of the matmuls (projections, attention kernel, MLP, head), accumulated in float32
   # whatever it is; "" = dtype. bfloat16 with float32 activations is TPU's default matmul
   # precision, and on CPUs with AMX/AVX512-BF16 runs the dots ~3x faster than float32
   # (docs/shakespeare_char.md).
   matmul_dtype: str = choice("", ("", "float32", "bfloat16"))
-  # Sigmoid attention's stabilisers (Ramapuram et al. 2024), pre-norm only:
+  # Sigmoid attention's stabiliser (Ramapuram et al. 2024), pre or peri; its hybrid-norm is peri:
   layer_scale: float = 0.0            # LayerScale: branch * per-channel gamma, this init; 0 = off
-  hybrid_norm: bool = False           # hybrid-norm: x + Norm(f(Norm(x)))
   # Real-valued inputs of this width (data.source=linear_regression: data.d + 1) through a linear
   # read-in in place of the embedding, and a scalar read-out in place of the head; 0 = token ids.
   d_in: int = nonneg(0)
@@ -32,5 +33,6 @@ class DecoderConfig(MLPFields, HeadFields, ModelConfig):
   def check(self) -> None:
     super().check()
     self.check_heads()
-    if (self.hybrid_norm or self.layer_scale) and self.norm_placement != "pre":
-      raise ConfigError("model.hybrid_norm and model.layer_scale need model.norm_placement=pre")
+    self.check_mlp()
+    if self.layer_scale and self.norm_placement == "post":
+      raise ConfigError("model.layer_scale needs model.norm_placement=pre or peri, not post")

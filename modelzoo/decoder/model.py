@@ -1,5 +1,6 @@
 """Decoder-only LM covering GPT-2 style and Llama style, and sigmoid attention with its stabilisers
-(QK-norm, LayerScale, hybrid-norm), chosen by config fields.
+(QK-norm, LayerScale, hybrid-norm = norm_placement=peri) and the norm placements pre, post and
+peri (Peri-LN), chosen by config fields.
 
 Model FLOPs per training token, the codebase's convention (nanoGPT / PaLM appendix B): 6N (forward
 2N, backward 4N; N the parameters that take part in matmuls, not the lookup tables) plus attention
@@ -20,8 +21,7 @@ def block(m, decode: bool = False):
   """One decoder layer: attention and MLP, the norm placement and stabilisers from the config."""
   return functools.partial(
       Block, mixer=common.attention(m, decode), mlp=common.mlp(m), norm=common.norm(m),
-      mixer_name="attn", placement=m.norm_placement, hybrid_norm=m.hybrid_norm,
-      layer_scale=m.layer_scale, param_dtype=jnp.dtype(m.param_dtype))
+      mixer_name="attn", placement=m.norm_placement, layer_scale=m.layer_scale, param_dtype=jnp.dtype(m.param_dtype))
 
 
 class DecoderLM(common.LM):
@@ -33,7 +33,7 @@ class DecoderLM(common.LM):
     return stack([block(m, self.decode)] * m.n_layers, scan=m.scan_layers, remat=m.remat)
 
   def final_norm(self) -> bool:
-    return self.cfg.norm_placement == "pre"      # post-norm blocks end normalised
+    return self.cfg.norm_placement != "post"     # post-norm blocks end normalised
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class DeltaNetConfig(MLPFields, HeadFields, ModelConfig):
   def check(self) -> None:
     super().check()
     self.check_heads()
+    self.check_mlp()
     if self.pos == "learned":
       raise ConfigError("model.pos=learned: DeltaNet has no position table; use rope (hybrid "
                         "attention layers) or none")

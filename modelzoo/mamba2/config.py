@@ -37,6 +37,7 @@ class Mamba2Config(SSMFields, MLPFields, HeadFields, ModelConfig):
     self.check_ssm()
     if "*" in self.pattern:
       self.check_heads()
+    self.check_mlp()
     bad = sorted(set(self.layer_pattern) - set(SYMBOLS))
     if bad:
       raise ConfigError(f"model.layer_pattern={self.layer_pattern!r}: unknown symbol(s) {bad}; "
