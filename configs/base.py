@@ -205,6 +205,8 @@ class TrainConfig:
   # computed inside the step only when on (layers/stats.py):
   log_hidden_rms: bool = False     # RMS of each block's output hidden state
   log_act_nonzero: bool = False    # fraction of non-zero MLP activations per layer
+  log_attn_entropy: bool = False   # attention entropy per layer and head (nats; materialises p)
+  log_outliers: bool = False       # max |.| and kurtosis of each block's FFN output and output
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,15 @@ kernels on TPU/GPU, a blockwise XLA path on CPU). Decoding (`decode=True`) appen
 values to a fixed-size cache and attends with plain jnp: one query row per step needs no kernel.
 `attend` (the kernels on a mesh) and `cached_attention` (the KV cache) serve any attention module
 (the Dual-Stream model's too).
+
+Quantizable Transformers (Bondarenko et al. 2023): `clip=(zeta, gamma)` replaces the softmax by
+clip((zeta - gamma) softmax + gamma, 0, 1), so a head can put exactly zero weight on keys. The
+clip needs each row's normaliser before any value is accumulated, which a one-pass flash kernel
+does not have: clipped attention runs materialised in jnp (T x T per head, fine at the sizes the
+paper studies; the flash kernels serve every other call). `gate=True` multiplies head h's output
+by sigmoid(x_h . w_h + b_h), x_h the h-th of H equal slices of the input x.
+With the "stats" collection mutable, each layer sows the entropy of its attention rows per head
+(`attn_entropy` [H], nats; layers/stats.py).
 """
 from __future__ import annotations
 
@@ -19,8 +28,8 @@ from layers.block import TokenMixer
 from layers.embed import rope
 from layers.dense import Dense
 from layers.norm import Norm
-from layers import sharding
-from layers.sharding import constrain
+from layers import sharding, stats
+from layers.sharding import constrain, param
 
 BTHD = ("batch", "length", "act_heads", None)   # the kernels' q, k, v, o on a mesh
 
@@ -38,6 +47,8 @@ class Attention(TokenMixer, kw_only=True):
   qk_norm_eps: float = 1e-5
   window: int | None = None      # sliding window: a query sees its last `window` keys (incl. own)
   matmul_dtype: jnp.dtype | None = None   # of the projections' and the kernel's dot operands
+  clip: tuple[float, float] | None = None  # clipped softmax (zeta, gamma); None = plain softmax
+  gate: bool = False             # gated attention: sigmoid(G_h(x_h)) * head h's output
 
   def proj(self, x, heads, axis_names, name):
     return Dense((heads, self.d_head), ("embed",) + axis_names, use_bias=self.use_bias,
@@ -65,14 +76,51 @@ class Attention(TokenMixer, kw_only=True):
       mm = jnp.dtype(self.matmul_dtype or self.dtype)
       q_BTHD, k_BTKD, v_BTKD = (a.astype(mm) for a in (q_BTHD, k_BTKD, v_BTKD))
     kw = dict(kind=self.kind, sigmoid_bias=self.sigmoid_bias, window=self.window)
+    logged = stats.wanted(self)
     if self.decode:
-      o_BTHD = cached_attention(self, q_BTHD, k_BTKD, v_BTKD, positions_BT, logit_scale, **kw)
+      o_BTHD = cached_attention(self, q_BTHD, k_BTKD, v_BTKD, positions_BT, logit_scale,
+                                clip=self.clip, **kw)
+    elif self.clip is not None or logged:   # materialised: the clip, or p for the statistic
+      visible_BTS = training_mask(q_BTHD.shape[1], segment_ids_BT, self.window)
+      o_BTHD, p_BHTS = attend_explicit(q_BTHD, k_BTKD, v_BTKD, visible_BTS, logit_scale,
+                                       kind=self.kind, sigmoid_bias=self.sigmoid_bias,
+                                       clip=self.clip)
+      if logged:
+        stats.sow(self, "attn_entropy", stats.entropy(p_BHTS))
+      if self.clip is None:   # the statistic alone changes nothing: the kernels' output
+        o_BTHD = attend(q_BTHD, k_BTKD, v_BTKD, segment_ids_BT, logit_scale, impl=self.impl, **kw)
     else:
       o_BTHD = attend(q_BTHD, k_BTKD, v_BTKD, segment_ids_BT, logit_scale, impl=self.impl, **kw)
+    if self.gate:
+      o_BTHD = o_BTHD * self.head_gates(x_BTD)[..., None]
     o_BTHD = constrain(o_BTHD.astype(self.dtype), ("batch", "length", "act_heads", None))
     return Dense((x_BTD.shape[-1],), ("heads", "kv", "embed"), n_in=2, use_bias=self.use_bias,
                  init_std=self.out_std, dtype=self.dtype, param_dtype=self.param_dtype,
                  matmul_dtype=self.matmul_dtype, name="out")(o_BTHD)
+
+
+  def head_gates(self, x_BTD):
+    """sigmoid(x_h . w_h + b_h) per head h, x_h the h-th slice of x: [B, T, H], float32."""
+    B, T, D = x_BTD.shape
+    H = self.n_heads
+    w_HC = self.param("gate", param(nn.initializers.normal(self.init_std), ("heads", None)),
+                      (H, D // H), self.param_dtype)
+    b_H = self.param("gate_bias", param(nn.initializers.zeros, ("heads",)), (H,),
+                     self.param_dtype)
+    g_BTH = jnp.einsum("bthc,hc->bth", x_BTD.reshape(B, T, H, D // H).astype(jnp.float32),
+                       w_HC.astype(jnp.float32))
+    return jax.nn.sigmoid(g_BTH + b_H)
+
+
+def training_mask(T: int, segment_ids_BT=None, window=None):
+  """[B or 1, T, T]: key s visible to query t (causal, same segment, within the window)."""
+  t = jnp.arange(T)
+  vis = (t[None, :, None] >= t[None, None, :])
+  if window is not None:
+    vis &= t[None, :, None] - t[None, None, :] < window
+  if segment_ids_BT is not None:
+    vis = vis & (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])
+  return vis
 
 
 def attend(q_BTHD, k_BTKD, v_BTKD, segment_ids_BT=None, logit_scale=1.0, *, kind="softmax",
@@ -92,9 +140,10 @@ def attend(q_BTHD, k_BTKD, v_BTKD, segment_ids_BT=None, logit_scale=1.0, *, kind
 
 
 def attend_explicit(q_BTHD, k_BSKD, v_BSKD, visible_BTS, logit_scale=1.0, *, kind="softmax",
-                    sigmoid_bias=0.0):
+                    sigmoid_bias=0.0, clip=None):
   """Materialised attention in float32 over the keys `visible_BTS` allows; returns (o_BTHD,
-  p_BHTS). One query row per decoding step needs no kernel; interpretability hooks keep p."""
+  p_BHTS), p the weights applied (clipped with clip=(zeta, gamma)). One query row per decoding
+  step needs no kernel; interpretability hooks and the statistics keep p."""
   B, T, H, D = q_BTHD.shape
   S, K = k_BSKD.shape[1], k_BSKD.shape[2]
   q_BTKGD = q_BTHD.reshape(B, T, K, H // K, D).astype(jnp.float32)
@@ -105,12 +154,15 @@ def attend_explicit(q_BTHD, k_BSKD, v_BSKD, visible_BTS, logit_scale=1.0, *, kin
     p_BKGTS = jnp.where(visible, jax.nn.sigmoid(s_BKGTS + sigmoid_bias), 0.0)
   else:
     p_BKGTS = jax.nn.softmax(jnp.where(visible, s_BKGTS, -jnp.inf), axis=-1)
+    if clip is not None:     # hidden keys: (zeta - gamma) 0 + gamma <= 0 -> 0
+      zeta, gamma = clip
+      p_BKGTS = jnp.clip((zeta - gamma) * p_BKGTS + gamma, 0.0, 1.0)
   o_BTKGD = jnp.einsum("bkgts,bskd->btkgd", p_BKGTS, v_BSKD.astype(jnp.float32))
   return o_BTKGD.reshape(B, T, H, D).astype(q_BTHD.dtype), p_BKGTS.reshape(B, H, T, S)
 
 
 def cached_attention(mod: nn.Module, q_BTHD, k_BTKD, v_BTKD, positions_BT, logit_scale=1.0, *,
-                     kind="softmax", sigmoid_bias=0.0, window=None):
+                     kind="softmax", sigmoid_bias=0.0, window=None, clip=None):
   """KV-cache decoding inside `mod`'s compact call: writes k, v at the cache index of its "cache"
   collection (cached_key, cached_value, cache_index) and attends to every filled slot at or before
   each query (within `window`). During init the given input only fixes the cache length."""
@@ -128,4 +180,4 @@ def cached_attention(mod: nn.Module, q_BTHD, k_BTKD, v_BTKD, positions_BT, logit
   if window is not None:
     visible_BTS &= key_S > positions_BT[:, :, None] - window
   return attend_explicit(q_BTHD, ck.value, cv.value, visible_BTS, logit_scale, kind=kind,
-                         sigmoid_bias=sigmoid_bias)[0]
+                         sigmoid_bias=sigmoid_bias, clip=clip)[0]

@@ -15,8 +15,8 @@ Block, pre-norm:  x = x + mixer(norm1(x));  x = x + mlp(norm2(x))        (GPT-2,
   before the residual add, as in the sigmoid paper's attention_simulator TransformerBlock (ls1, ls2).
 Residual:  x = x + f(norm(x)), one branch (Mamba's block, each layer of a Mamba-2 hybrid).
 
-Every block sows the RMS of its output into the "stats" collection (`hidden_rms`, layers/stats.py):
-a no-op unless the caller makes "stats" mutable (train.log_hidden_rms).
+Every block sows statistics of its output (RMS, max |.|, kurtosis) and of its FFN's output into
+the "stats" collection (layers/stats.py): nothing unless the caller makes "stats" mutable.
 """
 from __future__ import annotations
 
@@ -79,13 +79,27 @@ class Block(nn.Module):
       return h_BTD
     if self.placement == "post":
       x_BTD = n1(x_BTD + mixer(x_BTD, positions_BT, segment_ids_BT, logit_scale))
-      x_BTD = n2(x_BTD + mlp(x_BTD))
+      f_BTD = mlp(x_BTD)
+      x_BTD = n2(x_BTD + f_BTD)
     else:
       h_BTD = mixer(n1(x_BTD), positions_BT, segment_ids_BT, logit_scale)
       x_BTD = x_BTD + branch_out(h_BTD, 1)
-      x_BTD = x_BTD + branch_out(mlp(n2(x_BTD)), 2)
-    stats.sow(self, "hidden_rms", stats.rms(x_BTD))
+      f_BTD = mlp(n2(x_BTD))
+      x_BTD = x_BTD + branch_out(f_BTD, 2)
+    sow_outputs(self, x_BTD, f_BTD)
     return constrain(x_BTD, ACT), None
+
+
+def sow_outputs(block: nn.Module, x_BTD, ffn_BTD=None) -> None:
+  """A block's statistics: its output's RMS, max |.| and kurtosis, and its FFN output's."""
+  if not stats.wanted(block):
+    return
+  stats.sow(block, "hidden_rms", stats.rms(x_BTD))
+  stats.sow(block, "resid_maxabs", stats.max_abs(x_BTD))
+  stats.sow(block, "resid_kurtosis", stats.kurtosis(x_BTD))
+  if ffn_BTD is not None:
+    stats.sow(block, "ffn_maxabs", stats.max_abs(ffn_BTD))
+    stats.sow(block, "ffn_kurtosis", stats.kurtosis(ffn_BTD))
 
 
 class Residual(nn.Module):
@@ -97,8 +111,9 @@ class Residual(nn.Module):
   @nn.compact
   def __call__(self, x_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
     args = (positions_BT, segment_ids_BT, logit_scale) if self.mixes_tokens else ()
-    x_BTD = x_BTD + self.f(name=self.f_name)(self.norm(name="norm")(x_BTD), *args)
-    stats.sow(self, "hidden_rms", stats.rms(x_BTD))
+    f_BTD = self.f(name=self.f_name)(self.norm(name="norm")(x_BTD), *args)
+    x_BTD = x_BTD + f_BTD
+    sow_outputs(self, x_BTD, None if self.mixes_tokens else f_BTD)
     return constrain(x_BTD, ACT), None
 
 

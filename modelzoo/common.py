@@ -48,6 +48,7 @@ def attention(m, decode: bool, window: int | None = None):
       rope_theta=m.rope_theta if m.pos == "rope" else None,
       use_bias=m.use_bias, impl=m.attn_impl, qk_norm=m.norm if m.qk_norm else "none",
       qk_norm_eps=m.norm_eps, window=window, init_std=m.init_std, out_std=out_std(m),
+      clip=(m.attn_clip_zeta, m.attn_clip_gamma) if m.clipped else None, gate=m.attn_gate,
       decode=decode, **matmul_dtypes(m))
 
 

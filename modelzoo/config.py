@@ -24,6 +24,12 @@ class HeadFields:
   attention: str = choice("softmax", ("softmax", "sigmoid"))
   sigmoid_bias: bool = True           # sigmoid's b = -log(max_len) (the paper's); false: b = 0
   qk_norm: bool = False               # QK-norm: q, k normalised per head (model.norm kind) before RoPE
+  # Quantizable Transformers (Bondarenko et al. 2023), softmax only: clipped softmax
+  # clip((zeta - gamma) softmax + gamma, 0, 1) (gamma <= 0 <= zeta - 1; 0, 1 = plain softmax), and
+  # gated attention sigmoid(G_h(x_h)) * head h's output, G_h linear on head h's slice of x.
+  attn_clip_gamma: float = 0.0
+  attn_clip_zeta: float = 1.0
+  attn_gate: bool = False
 
   @property
   def head_dim(self) -> int:
@@ -33,6 +39,10 @@ class HeadFields:
   def kv_heads(self) -> int:
     return self.n_kv_heads or self.n_heads
 
+  @property
+  def clipped(self) -> bool:
+    return (self.attn_clip_gamma, self.attn_clip_zeta) != (0.0, 1.0)
+
   def check_heads(self) -> None:
     if not self.d_head and self.d_model % self.n_heads:
       raise ConfigError(f"model.n_heads={self.n_heads} does not divide "
@@ -40,6 +50,15 @@ class HeadFields:
     if self.n_heads % self.kv_heads:
       raise ConfigError(f"model.n_kv_heads={self.kv_heads} does not divide "
                         f"model.n_heads={self.n_heads}")
+    if self.attn_clip_gamma > 0 or self.attn_clip_zeta < 1:
+      raise ConfigError(f"model.attn_clip_gamma={self.attn_clip_gamma}, model.attn_clip_zeta="
+                        f"{self.attn_clip_zeta}: the clipped softmax needs gamma <= 0 and zeta >= 1")
+    if (self.clipped or self.attn_gate) and self.attention != "softmax":
+      raise ConfigError("model.attn_clip_* and model.attn_gate apply to softmax attention, not "
+                        f"model.attention={self.attention!r}")
+    if self.attn_gate and self.d_model % self.n_heads:
+      raise ConfigError(f"model.attn_gate reads head h's slice of x: model.n_heads={self.n_heads} "
+                        f"must divide model.d_model={self.d_model}")
     if self.pos == "rope" and self.head_dim % 2:
       raise ConfigError("RoPE needs an even head dimension")
 

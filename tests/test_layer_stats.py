@@ -16,6 +16,7 @@ from layers.mlp import MLP
 from training import step as step_lib
 from tests.test_step import run
 
+NAMES = [n for names in step_lib.STATS.values() for n in names]
 TOK = (np.arange(2 * 12).reshape(2, 12) * 7 % 61).astype(np.int32)
 
 
@@ -77,9 +78,9 @@ def test_scanned_and_unrolled_stacks_sow_the_same_statistics():
   got = {}
   for c, p in ((cfg, p_scan), (flat, p_flat)):
     _, v = modelzoo.build(c).apply({"params": p}, TOK, mutable=["stats"])
-    got[c.scan_layers] = [np.asarray(step_lib.per_layer(v["stats"], n)) for n in step_lib.STATS]
-  for a, b in zip(got[True], got[False]):
-    assert a.shape == (cfg.n_layers,)
+    got[c.scan_layers] = [np.asarray(step_lib.per_layer(v["stats"], n)) for n in NAMES]
+  for n, a, b in zip(NAMES, got[True], got[False]):
+    assert a.shape == ((cfg.n_layers, cfg.n_heads) if n in step_lib.PER_HEAD else (cfg.n_layers,))
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
@@ -150,14 +151,83 @@ def test_a_run_saved_with_hybrid_norm_loads_as_peri():
 def test_train_step_logs_per_layer_statistics_only_when_asked():
   off, _ = run(["model.mlp=relu"], steps=1)
   assert not any("/" in k for k in off[0])
-  flags = ["model.mlp=relu", "train.log_hidden_rms=true", "train.log_act_nonzero=true"]
+  flags = ["model.mlp=relu"] + [f"train.log_{f}=true" for f in step_lib.STATS]
   on, p_on = run(flags, steps=1)
-  for n in step_lib.STATS:
-    vals = [on[0][f"{n}/{i}"] for i in range(2)]
-    assert all(0 < v for v in vals) and f"{n}/2" not in on[0]
+  for n in NAMES:
+    keys = [f"{n}/{i}/{h}" for i in range(2) for h in range(4)] if n in step_lib.PER_HEAD else [
+        f"{n}/{i}" for i in range(2)]
+    assert all(0 < on[0][k] for k in keys) and f"{n}/2" not in on[0]
   assert all(0 < on[0][f"act_nonzero/{i}"] < 1 for i in range(2))
   assert on[0]["loss"] == off[0]["loss"]          # the statistics change nothing else
   acc, _ = run(flags + ["train.grad_accum=4"], steps=1)
   for k in on[0]:                                  # means over micro-batches of the same batch
-    if "/" in k:
+    if "maxabs" in k:                              # a mean of the micro-batches' maxima
+      assert 0.5 * on[0][k] < acc[0][k] <= on[0][k] * (1 + 1e-5)
+    elif "/" in k:
       np.testing.assert_allclose(acc[0][k], on[0][k], rtol=0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention: clipped softmax, gated attention, the entropy statistic; kurtosis.
+
+def np_attention(p, x, H, clip=None, gate=False):
+  """Causal multi-head softmax attention from the module's parameters, in float64 numpy; returns
+  (output, the weights applied [B, H, T, T], the softmax rows)."""
+  x = np.asarray(x, np.float64)
+  f = lambda n: np.einsum("btd,dhc->bthc", x, np.asarray(p[n]["kernel"], np.float64)) + np.asarray(
+      p[n]["bias"])
+  q, k, v = f("query"), f("key"), f("value")
+  T, C = x.shape[1], q.shape[-1]
+  s = np.einsum("bthc,bshc->bhts", q, k) / np.sqrt(C)
+  s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+  soft = np.exp(s - s.max(-1, keepdims=True))
+  soft /= soft.sum(-1, keepdims=True)
+  w = soft if clip is None else np.clip((clip[0] - clip[1]) * soft + clip[1], 0, 1)
+  o = np.einsum("bhts,bshc->bthc", w, v)
+  if gate:
+    xs = x.reshape(*x.shape[:2], H, -1)
+    g = np.einsum("bthc,hc->bth", xs, np.asarray(p["gate"], np.float64)) + np.asarray(p["gate_bias"])
+    o = o / (1 + np.exp(-g))[..., None]
+  out = np.einsum("bthc,hcd->btd", o, np.asarray(p["out"]["kernel"], np.float64)) + np.asarray(
+      p["out"]["bias"])
+  return out, w, soft
+
+
+@pytest.mark.parametrize("clip, gate", [(None, False), ((1.0, -0.1), False), (None, True),
+                                        ((1.02, -0.05), True)])
+def test_clipped_and_gated_attention_and_entropy_against_numpy(clip, gate):
+  from layers.attention import Attention
+  H, x = 4, jax.random.normal(jax.random.PRNGKey(4), (2, 9, 16))
+  att = Attention(n_heads=H, n_kv_heads=H, d_head=4, clip=clip, gate=gate, impl="xla")
+  p = nn.unbox(att.init(jax.random.PRNGKey(5), x)["params"])
+  p = dict(p, **{n: dict(p[n], kernel=p[n]["kernel"] * 15.0) for n in ("query", "key")})  # peaked
+  if gate:   # a gate that differs per head and token
+    p = dict(p, gate=p["gate"] * 40.0, gate_bias=jnp.arange(H, dtype=jnp.float32) - 1.5)
+  got, v = att.apply({"params": p}, x, mutable=["stats"])
+  want, w, soft = np_attention(p, x, H, clip, gate)
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  if clip is not None:
+    assert (w == 0).sum() > (soft == 0).sum()       # the clip zeroes some visible keys
+  wn = w / w.sum(-1, keepdims=True)
+  ent = -np.sum(np.where(wn > 0, wn * np.log(np.where(wn > 0, wn, 1)), 0), -1).mean((0, 2))
+  np.testing.assert_allclose(v["stats"]["attn_entropy"][0], ent, rtol=1e-5)
+  np.testing.assert_allclose(att.apply({"params": p}, x), got, atol=1e-6)   # stats off: same
+
+
+def test_kurtosis_and_max_abs_against_numpy():
+  from layers import stats
+  x = np.random.default_rng(0).standard_t(3, (3, 5, 64)).astype(np.float32)
+  x[0, 0, 7] = 50.0                                   # an outlier dimension
+  d = x.astype(np.float64) - x.mean(-1, keepdims=True)
+  want = np.mean(np.mean(d ** 4, -1) / np.mean(d ** 2, -1) ** 2)
+  np.testing.assert_allclose(stats.kurtosis(jnp.asarray(x)), want, rtol=1e-4)
+  assert float(stats.max_abs(jnp.asarray(x))) == 50.0
+  g = np.random.default_rng(1).standard_normal((4, 256, 512)).astype(np.float32)
+  assert abs(float(stats.kurtosis(jnp.asarray(g))) - 3.0) < 0.05   # a Gaussian's
+
+
+def test_clip_and_gate_settings_are_checked():
+  with pytest.raises(base.ConfigError, match="gamma <= 0 and zeta >= 1"):
+    modelzoo.check(tiny(attn_clip_gamma=0.1))
+  with pytest.raises(base.ConfigError, match="softmax attention"):
+    modelzoo.check(tiny(attn_gate=True, attention="sigmoid"))

@@ -15,6 +15,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from configs import base
@@ -60,23 +61,29 @@ def make_optimizer(t: base.TrainConfig):
   return tx, schedule
 
 
-STATS = ("hidden_rms", "act_nonzero")      # train.log_<name>
+# train.log_<flag> -> the statistics the layers sow under these names (layers/stats.py)
+STATS = {"hidden_rms": ("hidden_rms",), "act_nonzero": ("act_nonzero",),
+         "attn_entropy": ("attn_entropy",),
+         "outliers": ("ffn_maxabs", "ffn_kurtosis", "resid_maxabs", "resid_kurtosis")}
+PER_HEAD = ("attn_entropy",)                # one value per head: [H] per layer
 
 
 def logged_stats(t: base.TrainConfig) -> tuple[str, ...]:
-  return tuple(n for n in STATS if getattr(t, f"log_{n}"))
+  return tuple(n for flag, names in STATS.items() if getattr(t, f"log_{flag}") for n in names)
 
 
 def per_layer(stats_tree, name: str) -> jax.Array:
-  """The values sown as `name`, one per layer in layer order ([L] under nn.scan, one scalar per
-  unrolled layer `layers_<i>`, or several stacks in the order of their paths), concatenated."""
+  """The values sown as `name`, in layer order: [L] ([L, H] for PER_HEAD), from one nn.scan
+  stack (leading layer axis), unrolled layers `layers_<i>`, or several stacks in path order."""
   flat = flax.traverse_util.flatten_dict(stats_tree)
   paths = sorted((p for p in flat if p[-1] == name), key=lambda p: [
       (0, int(k.rsplit("_", 1)[1]), "") if k.rsplit("_", 1)[-1].isdigit() else (1, 0, k)
       for k in p])
   if not paths:
     raise ValueError(f"the model sows no {name!r} statistic")
-  return jnp.concatenate([jnp.ravel(flat[p][0]) for p in paths])
+  ndim = 1 if name in PER_HEAD else 0
+  vals = [flat[p][0] for p in paths]
+  return jnp.concatenate([v if v.ndim > ndim else v[None] for v in vals])
 
 
 def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False,
@@ -90,7 +97,7 @@ def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False,
   "correct" (argmax == target, weighted), "seqs_right" (sequences with every answer right) and
   "seqs" (sequences with an answer); otherwise the extra sums are {} (nothing computed).
   logit_scale multiplies every attention logit (eval.py --logit-scale; 1 in training).
-  stats: names of per-layer statistics (STATS) returned in extra as "stat:<name>" [L] arrays."""
+  stats: names of per-layer statistics (STATS' values) returned in extra as "stat:<name>"."""
   out = model.apply({"params": params}, batch["inputs"], batch["positions"],
                     batch["segment_ids"] if pack else None, logit_scale=logit_scale,
                     mutable=["stats"] if stats else False)
@@ -127,9 +134,14 @@ def accuracies(extra: dict, w) -> dict:
 
 
 def stat_metrics(extra: dict, n_micro: int) -> dict:
-  """extra's "stat:<name>" [L] (summed over n_micro micro-batches) -> {"<name>/<layer>": mean}."""
-  return {f"{k[5:]}/{i}": v[i] / n_micro for k, v in extra.items() if k.startswith("stat:")
-          for i in range(v.shape[0])}
+  """extra's "stat:<name>" [L] or [L, H] (summed over n_micro micro-batches) -> their means as
+  {"<name>/<layer>": .} or {"<name>/<layer>/<head>": .}."""
+  out = {}
+  for k, v in extra.items():
+    if k.startswith("stat:"):
+      for idx in np.ndindex(v.shape):
+        out["/".join((k[5:], *map(str, idx)))] = v[idx] / n_micro
+  return out
 
 
 def measures_accuracy(cfg: base.Config) -> bool:
