@@ -133,8 +133,8 @@ def test_regression_curves_beside_the_baselines():
     ("mqar", ["data.num_tokens=3"], "data.num_tokens=3 is not a knob of data.source='mqar'"),
     ("mqar", ["model.vocab_size=32"], "model.vocab_size=32 is smaller than data.source='mqar'"),
     ("mqar", ["model.pos=learned", "data.eval_seq_len=64"], "data.eval_seq_len=64 exceeds model.max_len=32"),
-    ("icl_regression", ["model.d_in=4"], "set model.d_in=5"),
-    ("icl_regression", ["data.seq_len=16"], "data.seq_len=16 must equal linear_regression's length 32"),
+    ("icl_regression", ["model.d_in=4"], "set model.d_in=3"),      # d = 2
+    ("icl_regression", ["data.seq_len=8"], "data.seq_len=8 must equal linear_regression's length 16"),
     ("icl_regression", ["data.sigma=-1"], "data.sigma=-1.0 must be >= 0"),
 ])
 def test_one_line_config_errors(config, overrides, says):
