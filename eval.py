@@ -11,7 +11,8 @@ eval_accuracy and eval_seq_accuracy over the answer positions instead of ppl and
 data.eval_seq_len if the run set it); linear_regression reports eval_mse and "regression": the
 model's squared error per context length k beside OLS, ridge, one GD step and the zero predictor on
 the same val draws (training/evaluate.py's regression_curves). --logit-scale multiplies every attention logit (the Dual-Stream paper's attention
-amplification); several values report the relative loss change.
+amplification); several values report the relative loss change. --quant w8a8 adds the eval row
+of the model with 8-bit weights and activations (training/quantize.py) and its loss increase.
 
 The checkpoint's checksums are verified; a bad checkpoint is named on stderr and the previous one
 evaluated (left in place: eval.py changes nothing in the workdir). A checkpoint without checksums
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from configs import base
 from configs.base import ConfigError
-from training import aot, cli, evaluate, platform_cpu
+from training import aot, cli, evaluate, platform_cpu, quantize
 from training import workdir as workdir_lib
 
 
@@ -44,6 +45,8 @@ def parse_args(argv):
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   p.add_argument("--batches", type=int, default=None, help="val batches (default: train.eval_steps)")
   p.add_argument("--logit-scale", type=float, nargs="+", default=[1.0])
+  p.add_argument("--quant", choices=quantize.MODES, default=None,
+                 help="also evaluate with weights and Dense inputs fake-quantized (training/quantize.py)")
   p.add_argument("--sample", default=None, help="prompt to continue")
   p.add_argument("--max-new-tokens", type=int, default=100)
   p.add_argument("--temperature", type=float, default=0.8)
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
                         logit_scales=args.logit_scale, sample=args.sample,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_k=args.top_k, seed=args.seed, use_cache=not args.no_cache,
-                        allow_unverified=args.allow_unverified)
+                        allow_unverified=args.allow_unverified, quant=args.quant)
   print(json.dumps(out, indent=2))
   return 0
 

@@ -3,7 +3,12 @@ eval.py's report of a finished run (restored onto its own mesh; samples).
 
     val = val_batches(cfg, tok, n)                       # this process's share of n val batches
     row = evaluate(eval_fn, params, val, bytes_per_token(cfg, tok), b_sh, mesh)
-    curves = regression_curves(cfg, model, params, val, b_sh, mesh)   # linear_regression
+    if quant is not None:
+    q_fn = jax.jit(quantize.eval_fn(step_lib.make_eval_step(model, cfg, logit_scales[0]), quant))
+    res = evaluate(q_fn, params, val, bpt, b_sh, mesh)
+    ref = (out["logit_scale"][str(logit_scales[0])] if len(logit_scales) > 1 else out)["eval_loss"]
+    out[quant] = dict(res, rel_loss_increase=res["eval_loss"] / ref - 1.0)
+  curves = regression_curves(cfg, model, params, val, b_sh, mesh)   # linear_regression
     out = report(workdir, logit_scales=(1.0,), sample="def ")        # what eval.py prints
 
 The loss is training/step.py's `loss_sums` (make_eval_step), the same function the train step
@@ -25,6 +30,7 @@ from data import pipeline, sources, tasks, tokenize
 from interop import params_io
 from interop.generate import generate
 from layers import sharding
+from training import quantize
 from training import step as step_lib
 from training import workdir as workdir_lib
 from training.distributed import to_global
@@ -134,9 +140,10 @@ def sample_key(seed: int, workdir: Path, step: int) -> jax.Array:
 def report(workdir: Path, *, step: int | None = None, batches: int | None = None,
            logit_scales=(1.0,), sample: str | None = None, max_new_tokens: int = 100,
            temperature: float = 0.8, top_k: int = 0, seed: int = 0, use_cache: bool = True,
-           devices=None, allow_unverified: bool = False) -> dict:
+           devices=None, allow_unverified: bool = False, quant: str | None = None) -> dict:
   """eval.py's output: step, batches, mesh, the eval row (one row per logit scale, with the
-  relative loss change, when several are given) and, given a prompt, the sampled text."""
+  relative loss change, when several are given), with `quant` (training/quantize.py) the eval
+  row of the fake-quantized model and its loss increase, and, given a prompt, the sampled text."""
   workdir = Path(workdir)
   cfg, tok, step, params, mesh = load_run(workdir, step, devices, allow_unverified)
   model = modelzoo.build(cfg.model)
@@ -155,6 +162,11 @@ def report(workdir: Path, *, step: int | None = None, batches: int | None = None
     ref = out["logit_scale"][str(logit_scales[0])]["eval_loss"]
     for r in out["logit_scale"].values():
       r["rel_loss_increase"] = r["eval_loss"] / ref - 1.0
+  if quant is not None:
+    q_fn = jax.jit(quantize.eval_fn(step_lib.make_eval_step(model, cfg, logit_scales[0]), quant))
+    res = evaluate(q_fn, params, val, bpt, b_sh, mesh)
+    ref = (out["logit_scale"][str(logit_scales[0])] if len(logit_scales) > 1 else out)["eval_loss"]
+    out[quant] = dict(res, rel_loss_increase=res["eval_loss"] / ref - 1.0)
   curves = regression_curves(cfg, model, params, val, b_sh, mesh)
   if curves is not None:
     out["regression"] = curves
