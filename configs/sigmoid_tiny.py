@@ -5,7 +5,8 @@
 
 Should show: the loss falling from ~5.5 (ln 256) to about 2 nats/byte in 600 steps, like
 configs/quickstart.py with softmax attention. Attention is sigmoid(q.k/sqrt(d) - log 128) with the
-paper's stabilisers: QK-norm and hybrid-norm (x + Norm(f(Norm(x))), used by Apple's 7B sigmoid run; norm_placement=peri);
+paper's stabilisers: QK-norm and hybrid-norm (x + Norm(f(Norm(x))), used by Apple's 7B sigmoid run:
+model.norm_placement=peri);
 add model.layer_scale=1e-4 for LayerScale, or model.attention=softmax for the baseline.
 """
 from configs.base import CheckpointConfig, Config, DataConfig, TrainConfig, llama_style
