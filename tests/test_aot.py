@@ -106,6 +106,21 @@ def test_kernels_see_their_shard_of_the_batch(topology, config, mesh):
       f"kernel operands on 4 devices {sorted(set(calls))} != one device's {sorted(set(expect))}")
 
 
+WAVE2A = ("model.norm_placement=peri", "model.mlp=polynorm", "model.attn_gate=true",
+          "model.attn_clip_gamma=-0.03", "train.log_hidden_rms=true", "train.log_act_nonzero=true",
+          "train.log_attn_entropy=true", "train.log_outliers=true")
+
+
+@needs_tpu
+@pytest.mark.parametrize("mesh", ["data4", "data2_tensor2"])
+def test_wave2a_options_and_statistics_compile_sharded_for_v5e(mesh):
+  """Peri-norm, PolyNorm, gated and clipped attention and every train.log_* statistic in one
+  step, compiled by XLA:TPU for a 4-chip slice, sharded (the statistics come back replicated)."""
+  c = compiled("quickstart", (*MESHES[mesh], f"train.batch_size={B}", *PALLAS, *WAVE2A), "v5e:2x2")
+  assert c.memory_analysis().argument_size_in_bytes > 0
+  assert "all-reduce" in c.as_text()
+
+
 FLOPS_CASES = [(c, []) for c in TINY] + [          # and stacks of 2-layer units, grad accumulation
     ("deltanet_tiny", ["model.dn_hybrid=swa"]),
     ("mamba2_hybrid_tiny", ["model.layer_pattern=M*M*", "model.n_layers=4"]),
