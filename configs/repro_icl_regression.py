@@ -20,7 +20,7 @@ every run; the baselines are computed on them): this file run as a module,
 and prints its per-k curves keyed by k (<workdir>/regression.json), which claims.Figure can read.
 The baselines' own curves (OLS, ridge, GD, zero per k) are in that JSON; the plot shows the
 model's error relative to them (claims.Sweep draws one line per variant, not a baseline beside it).
-Budget: 6 runs, ~30 min on the 2-core box at load ~11 (BUDGET below, measured; a quiet box
+Budget: 6 runs; the sweep took 24 min on the 2-core box at load ~10 (BUDGET below; a quiet box
 would be faster, not measured); `--dry-run` prints the plan and the estimate.
 Accelerator version: Garg et al.'s setting, configs/icl_regression_tiny.py with data.d=20 data.n=41
 data.seq_len=82 model.d_in=21 model.max_len=82 model.d_model=256 model.n_layers=12 model.n_heads=8
@@ -46,12 +46,14 @@ AFTER = AfterRun("regression", ("-m", "configs.repro_icl_regression", "--batches
 # runs of icl_regression_tiny.py (d = 2, n = 8, batch 64, seed 0) ran 2000 steps in 3.6 min and
 # 3000 steps in 5.1 min, start-up and compile (~30 s) included; the after-run eval took 19 s.
 # One layer: 600 steps in 67 s, start-up included (~14 steps/s: drawing the examples in numpy
-# costs about as much as the model at this size).
+# costs about as much as the model at this size). The sweep itself (2026-12-07, load ~10): 3
+# layers 270-342 s per run, 1 layer 156-180 s, after-run eval included; 24 min in all.
 STEPS = 3000
 SPS, SPS_1L = 10.0, 14.0
 BUDGET = (f"6 runs of {STEPS} steps, 3 layers at ~{SPS:.0f} steps/s and 1 layer at "
-          f"~{SPS_1L:.0f}, + ~30 s start-up and a ~20 s after-run eval each: ~30 min on the "
-          "2-core box at load ~11 (measured; not measured on a quiet box)")
+          f"~{SPS_1L:.0f}, + ~30 s start-up and a ~20 s after-run eval each: ~30 min estimated, "
+          "24 min measured for the whole sweep on the 2-core box at load ~10 (not measured on a "
+          "quiet box)")
 
 NEAR_OLS = 0.10       # model error / zero-predictor error at k = 2d and n - 1 (OLS: 0 there)
 
