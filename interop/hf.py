@@ -36,7 +36,8 @@ def hf_arch(m: ModelConfig) -> str:
                       "with --format safetensors or --format stablehlo")
   why = [f"model.{k}={getattr(m, k)!r} (HF needs {v!r})" for k, v in
          dict(norm_placement="pre", attention="softmax", qk_norm=False, layer_scale=0.0,
-              mlp_topk=0, attn_gate=False, attn_clip_gamma=0.0, attn_clip_zeta=1.0).items()
+              mlp_topk=0, attn_gate=False, attn_clip_gamma=0.0, attn_clip_zeta=1.0,
+              sigma_reparam=False).items()
          if getattr(m, k) != v]
   style = (m.norm, m.pos, m.mlp)
   if style == ("layernorm", "learned", "gelu"):
@@ -151,7 +152,7 @@ def from_hf_config(c: dict, defaults: ModelConfig | None = None) -> ModelConfig:
   decoder = modelzoo.as_family(defaults or modelzoo.model_config("decoder"), "decoder")
   return dataclasses.replace(decoder, norm_placement="pre", attention="softmax", qk_norm=False,
                              layer_scale=0.0, mlp_topk=0, attn_gate=False, attn_clip_gamma=0.0,
-                             attn_clip_zeta=1.0, **arch)
+                             attn_clip_zeta=1.0, sigma_reparam=False, **arch)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,11 +49,12 @@ class Attention(TokenMixer, kw_only=True):
   matmul_dtype: jnp.dtype | None = None   # of the projections' and the kernel's dot operands
   clip: tuple[float, float] | None = None  # clipped softmax (zeta, gamma); None = plain softmax
   gate: bool = False             # gated attention: sigmoid(G_h(x_h)) * head h's output
+  sigma_reparam: bool = False    # σReparam on the projections (layers/sigma_reparam.py)
 
   def proj(self, x, heads, axis_names, name):
     return Dense((heads, self.d_head), ("embed",) + axis_names, use_bias=self.use_bias,
                  init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype,
-                 matmul_dtype=self.matmul_dtype, name=name)(x)
+                 matmul_dtype=self.matmul_dtype, sigma_reparam=self.sigma_reparam, name=name)(x)
 
   @nn.compact
   def __call__(self, x_BTD, positions_BT=None, segment_ids_BT=None, logit_scale=1.0):
@@ -96,7 +97,8 @@ class Attention(TokenMixer, kw_only=True):
     o_BTHD = constrain(o_BTHD.astype(self.dtype), ("batch", "length", "act_heads", None))
     return Dense((x_BTD.shape[-1],), ("heads", "kv", "embed"), n_in=2, use_bias=self.use_bias,
                  init_std=self.out_std, dtype=self.dtype, param_dtype=self.param_dtype,
-                 matmul_dtype=self.matmul_dtype, name="out")(o_BTHD)
+                 matmul_dtype=self.matmul_dtype, sigma_reparam=self.sigma_reparam,
+                 name="out")(o_BTHD)
 
 
   def head_gates(self, x_BTD):

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from layers import sigma_reparam
 from layers.sharding import param
 
 
@@ -72,6 +73,7 @@ class Dense(nn.Module):
   dtype: jnp.dtype = jnp.float32            # of the output (and of x before the matmul)
   param_dtype: jnp.dtype = jnp.float32
   matmul_dtype: jnp.dtype | None = None     # of the matmul's operands; None: dtype
+  sigma_reparam: bool = False   # W_hat = gamma / sigma(W) * W (layers/sigma_reparam.py)
 
   @nn.compact
   def __call__(self, x):
@@ -84,6 +86,8 @@ class Dense(nn.Module):
     # merge leading axes keep their sharding.
     lead, fan_in = x.shape[:x.ndim - self.n_in], math.prod(shape[:self.n_in])
     x_MK, w_KN = x.astype(self.dtype).reshape(-1, fan_in), w.reshape(fan_in, -1)
+    if self.sigma_reparam:
+      w_KN = self.reparam(w_KN, shape)
     mm = jnp.dtype(self.matmul_dtype or self.dtype)
     if mm == jnp.float32:
       y = (x_MK @ w_KN.astype(jnp.float32)).astype(self.dtype)
@@ -95,3 +99,14 @@ class Dense(nn.Module):
                      tuple(self.out_shape), self.param_dtype)
       y = y + b.astype(self.dtype)
     return y
+
+  def reparam(self, w_KN, shape):
+    """gamma / sigma(W) * W, with u, v (not trained) beside the kernel."""
+    n_in = self.n_in
+    u = self.param(sigma_reparam.U, param(lambda *_: sigma_reparam.init_uv(w_KN)[0].reshape(
+        shape[:n_in]), self.names[:n_in]), shape[:n_in], jnp.float32)
+    v = self.param(sigma_reparam.V, param(lambda *_: sigma_reparam.init_uv(w_KN)[1].reshape(
+        shape[n_in:]), self.names[n_in:]), shape[n_in:], jnp.float32)
+    gamma = self.param(sigma_reparam.GAMMA, param(nn.initializers.ones, ()), (), jnp.float32)
+    s = sigma_reparam.sigma(w_KN, u.reshape(-1), v.reshape(-1))
+    return (w_KN.astype(jnp.float32) * (gamma / s)).astype(w_KN.dtype)

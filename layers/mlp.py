@@ -54,12 +54,13 @@ class MLP(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   matmul_dtype: jnp.dtype | None = None   # of the projections' operands (layers.dense)
+  sigma_reparam: bool = False   # σReparam on wi and wo (layers/sigma_reparam.py)
 
   @nn.compact
   def __call__(self, x_BTD):
     D = x_BTD.shape[-1]
     kw = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-              matmul_dtype=self.matmul_dtype)
+              matmul_dtype=self.matmul_dtype, sigma_reparam=self.sigma_reparam)
     if self.kind == "swiglu":
       # gate and up projections in one matmul; the (2, F) split keeps each tensor shard's gate and
       # up units together, so no communication is needed to pair them.

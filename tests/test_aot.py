@@ -107,15 +107,15 @@ def test_kernels_see_their_shard_of_the_batch(topology, config, mesh):
 
 
 WAVE2A = ("model.norm_placement=peri", "model.mlp=polynorm", "model.attn_gate=true",
-          "model.attn_clip_gamma=-0.03", "train.log_hidden_rms=true", "train.log_act_nonzero=true",
-          "train.log_attn_entropy=true", "train.log_outliers=true")
+          "model.attn_clip_gamma=-0.03", "model.sigma_reparam=true", "train.log_hidden_rms=true",
+          "train.log_act_nonzero=true", "train.log_attn_entropy=true", "train.log_outliers=true")
 
 
 @needs_tpu
 @pytest.mark.parametrize("mesh", ["data4", "data2_tensor2"])
 def test_wave2a_options_and_statistics_compile_sharded_for_v5e(mesh):
-  """Peri-norm, PolyNorm, gated and clipped attention and every train.log_* statistic in one
-  step, compiled by XLA:TPU for a 4-chip slice, sharded (the statistics come back replicated)."""
+  """Peri-norm, PolyNorm, gated and clipped attention, σReparam and every train.log_* statistic
+  in one step, compiled by XLA:TPU for a 4-chip slice, sharded (the statistics come back replicated)."""
   c = compiled("quickstart", (*MESHES[mesh], f"train.batch_size={B}", *PALLAS, *WAVE2A), "v5e:2x2")
   assert c.memory_analysis().argument_size_in_bytes > 0
   assert "all-reduce" in c.as_text()

@@ -227,7 +227,8 @@ def test_hf_refusals_name_the_setting():
                      (dict(pos="rope"), "neither GPT-2"), (dict(n_kv_heads=2), "model.n_kv_heads=2"),
                      (dict(norm_placement="peri"), "model.norm_placement='peri'"),
                      (dict(mlp="polynorm"), "neither GPT-2"), (dict(attn_gate=True), "attn_gate=True"),
-                     (dict(attn_clip_gamma=-0.03), "attn_clip_gamma=-0.03")):
+                     (dict(attn_clip_gamma=-0.03), "attn_clip_gamma=-0.03"),
+                     (dict(sigma_reparam=True), "sigma_reparam=True")):
     with pytest.raises(base.ConfigError, match=needle.replace("(", r"\(")):
       hf.hf_arch(dataclasses.replace(gpt, **kw))
   with pytest.raises(base.ConfigError, match="rope type 'llama3'"):

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from configs import base
-from layers import sharding
+from layers import sharding, sigma_reparam
 from modelzoo import common
 from training.checkpoint import abstract_like
 
@@ -192,7 +192,8 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
     grads = jax.tree.map(lambda g: g / w, grads)
     loss, grad_norm = ce / w, optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    # σReparam's u, v (if any) take their power iteration on the updated kernels.
+    params = sigma_reparam.power_iteration(optax.apply_updates(state.params, updates))
     # A non-finite loss, gradient, or updated state skips the update inside the step (no host
     # sync). The state is checked too: Adam with eps=0 turns a zero gradient into 0/0 = NaN
     # parameters while loss and gradient norm look fine.

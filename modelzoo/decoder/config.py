@@ -22,6 +22,8 @@ class DecoderConfig(MLPFields, HeadFields, ModelConfig):
   matmul_dtype: str = choice("", ("", "float32", "bfloat16"))
   # Sigmoid attention's stabiliser (Ramapuram et al. 2024), pre or peri; its hybrid-norm is peri:
   layer_scale: float = 0.0            # LayerScale: branch * per-channel gamma, this init; 0 = off
+  # σReparam (Zhai et al. 2023): every attention and MLP projection uses gamma / sigma(W) * W
+  sigma_reparam: bool = False
   # Real-valued inputs of this width (data.source=linear_regression: data.d + 1) through a linear
   # read-in in place of the embedding, and a scalar read-out in place of the head; 0 = token ids.
   d_in: int = nonneg(0)

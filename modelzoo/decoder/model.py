@@ -20,7 +20,8 @@ from modelzoo import common
 def block(m, decode: bool = False):
   """One decoder layer: attention and MLP, the norm placement and stabilisers from the config."""
   return functools.partial(
-      Block, mixer=common.attention(m, decode), mlp=common.mlp(m), norm=common.norm(m),
+      Block, mixer=functools.partial(common.attention(m, decode), sigma_reparam=m.sigma_reparam),
+      mlp=functools.partial(common.mlp(m), sigma_reparam=m.sigma_reparam), norm=common.norm(m),
       mixer_name="attn", placement=m.norm_placement, layer_scale=m.layer_scale, param_dtype=jnp.dtype(m.param_dtype))
 
 
