@@ -80,6 +80,7 @@ class MLP(nn.Module):
                          (POLY_ORDER,), jnp.float32)
         b = self.param("poly_b", param(nn.initializers.zeros, ()), (), jnp.float32)
         h_BTF = polycom(h_BTF, a_P, b, self.kind)
-    stats.sow(self, "act_nonzero", stats.nonzero_fraction(h_BTF))
+    if stats.wanted(self):
+      stats.sow(self, "act_nonzero", stats.nonzero_fraction(h_BTF))
     h_BTF = constrain(h_BTF, ("batch", "length", "act_mlp"))
     return Dense((D,), ("mlp", "embed"), init_std=self.out_std, name="wo", **kw)(h_BTF)
