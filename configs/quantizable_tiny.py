@@ -13,16 +13,14 @@ in metrics.jsonl, and eval.py's "w8a8" row with its rel_loss_increase. The paper
 residual stream, so outliers shrink and the W8A8 loss increase too. The comparison:
 configs/repro_quantizable.py.
 """
-from configs.base import CheckpointConfig, Config, DataConfig, TrainConfig, gpt2_style
+import dataclasses
+
+from configs import ffn_tiny
+from configs.base import Config
 
 
 def get_config() -> Config:
-  return Config(
-      model=gpt2_style(vocab_size=256, d_model=128, n_layers=4, n_heads=4, d_ff=512, max_len=128,
-                       pos="rope"),
-      data=DataConfig(source="stdlib", tokenizer="byte", seq_len=128),
-      train=TrainConfig(steps=400, batch_size=16, lr=2e-3, min_lr=2e-4, warmup_steps=40,
-                        b2=0.99, weight_decay=0.1, log_every=10, eval_every=50, eval_steps=8,
-                        log_outliers=True),
-      ckpt=CheckpointConfig(every=200, keep=2),
-  )
+  """configs/ffn_tiny.py (GELU FFN) with the outlier statistics logged."""
+  cfg = ffn_tiny.get_config()
+  return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, log_act_nonzero=False,
+                                                            log_outliers=True))
