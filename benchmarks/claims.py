@@ -310,15 +310,16 @@ def run_done(run: Run, steps: int) -> bool:
 
 
 def run_config_matches(run: Run, cfg) -> bool:
-  """The workdir's config.json is `cfg` in model, data and train (what the row file asks for)."""
+  """The workdir's config.json is `cfg` in model, data and train (what the row file asks for),
+  read as train.py reads it: a field added to the code after the run was saved takes its
+  default (the run ran with what that default does), as a resumed run does."""
   from configs import base
   f = run.workdir / "config.json"
   try:
-    have = json.loads(f.read_text())
-  except (OSError, json.JSONDecodeError):
+    have = base.from_dict(json.loads(f.read_text()))
+  except (OSError, ValueError, TypeError, base.ConfigError):
     return False
-  want = json.loads(base.to_json(cfg))
-  return all(have.get(s) == want[s] for s in ("model", "data", "train"))
+  return all(getattr(have, s) == getattr(cfg, s) for s in ("model", "data", "train"))
 
 
 def figure_value(workdir: Path, fig: Figure, final_step: int) -> float | None:

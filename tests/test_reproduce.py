@@ -225,9 +225,15 @@ def test_results_table_verdict_and_plot_then_not_run_yet(row_file, tmp_path):
   assert "not run yet (3/4 runs complete)" in md and "**Verdict:" not in md
   assert not re.search(r"\d\.\d{3} ± ", md) and not png.exists()
 
-  # complete again, but under other settings than the row asks for: not counted
+  # complete again, saved before a field existed (its default is what ran): counted
   (runs["b-s1"].workdir / "checkpoints" / str(STEPS)).mkdir()
   cfg = json.loads((runs["b-s1"].workdir / "config.json").read_text())
+  del cfg["train"]["log_outliers"], cfg["model"]["sigma_reparam"]
+  (runs["b-s1"].workdir / "config.json").write_text(json.dumps(cfg))
+  results.main(argv)
+  assert "**Verdict: reproduced.**" in (out / "RESULTS.md").read_text()
+
+  # under other settings than the row asks for: not counted
   cfg["train"]["lr"] = 1.0
   (runs["b-s1"].workdir / "config.json").write_text(json.dumps(cfg))
   results.main(argv)
