@@ -74,6 +74,7 @@ class Figure:
   path: tuple[str, ...] = ()
   label: str = ""
   pct: bool = False                  # shown as a percentage (a relative change)
+  table: bool = True                 # a column of the row's table (False: for a plot only)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,10 @@ class Sweep:
   xlabel: str = ""
   ylabel: str = ""
   xlog: bool = False
+  ylog: bool = False
+  # reference lines beside the variants: (label, one figure per x), read from the first
+  # variant's runs (e.g. baselines an after-run computed on the same draws), drawn dashed
+  refs: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,13 @@ def plot(row: claims.Row, runs: list[claims.Run], m: claims.Measured, png: Path)
       (line,) = ax.plot(xs, mean, marker="." if few else None,
                         label=f"{label} (n={stats[0].n})")
       ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0)
+    for label, figs in getattr(panel, "refs", ()):
+      pts = [(x, m.stat(panel.variants[0], f)) for x, f in zip(panel.x, figs)]
+      pts = [(x, st.mean) for x, st in pts if st.n]
+      if pts:
+        ax.plot(*zip(*pts), linestyle="--", marker="x", linewidth=1, label=label)
+    if getattr(panel, "ylog", False):
+      ax.set_yscale("log")
     ax.set_title(panel.title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -139,13 +146,14 @@ def section(res: RowResult, out: Path, seeds, extra) -> list[str]:
            f"- **Budget**: {row.budget}",
            f"- **Accelerator version**: {row.accelerator}",
            f"- **Verdict rule** (stated before the runs): {row.rule}", ""]
+  shown = {k: f for k, f in row.figures.items() if f.table}
   lines += ["| variant | config + overrides | " + " | ".join(
-      f.label or k for k, f in row.figures.items()) + " |",
-            "|---|---|" + "---|" * len(row.figures)]
+      f.label or k for k, f in shown.items()) + " |",
+            "|---|---|" + "---|" * len(shown)]
   for v in row.variants:
     cells = []
-    for k in row.figures:
-      cells.append(res.measured.stat(v.name, k).fmt(pct=row.figures[k].pct) if res.done else "—")
+    for k in shown:
+      cells.append(res.measured.stat(v.name, k).fmt(pct=shown[k].pct) if res.done else "—")
     over = " ".join(v.overrides)
     lines.append(f"| {v.title} | `{Path(v.config).name}`{f' `{over}`' if over else ''} | "
                  + " | ".join(cells) + " |")

@@ -18,8 +18,9 @@ Figures come from an after-run evaluation on 32 val batches (2048 sequences, the
 every run; the baselines are computed on them): this file run as a module,
 `python -m configs.repro_icl_regression --workdir RUN`, calls `eval.py --workdir RUN --batches 32`
 and prints its per-k curves keyed by k (<workdir>/regression.json), which claims.Figure can read.
-The baselines' own curves (OLS, ridge, GD, zero per k) are in that JSON; the plot shows the
-model's error relative to them (claims.Sweep draws one line per variant, not a baseline beside it).
+The baselines' own curves (OLS, ridge, GD, zero per k) are in that JSON; the plot's first panel
+draws them (dashed, from the 3-layer runs' after-run: the same draws for every run) beside the
+models' errors.
 Budget: 6 runs; the sweep took 24 min on the 2-core box at load ~10 (BUDGET below; a quiet box
 would be faster, not measured); `--dry-run` prints the plan and the estimate.
 Accelerator version: Garg et al.'s setting, configs/icl_regression_tiny.py with data.d=20 data.n=41
@@ -116,6 +117,9 @@ ROW = Row(
                                 label=f"vs 1 GD step, k = {k}", pct=True) for k in K_GD},
         "ols_norm@1": Figure(after="regression", path=("by_k", "1", "ols_rel_zero"),
                              label="OLS error / zero's, k = 1"),
+        # squared errors for the plot: the model's and, on the same draws, the baselines'
+        **{f"{e}@{k}": Figure(after="regression", path=("by_k", str(k), e), table=False)
+           for e in ("model", "ols", "ridge", "gd", "zero") for k in KS},
     },
     headline=(
         Compare(f"1 layer vs 3 layers, error at k = {D}", "icl_1layer", "icl", f"norm@{D}"),
@@ -124,6 +128,12 @@ ROW = Row(
     ),
     verdict=verdict,
     panels=(
+        Sweep(f"squared error at the query vs k (d = {D}), same draws", ("icl", "icl_1layer"),
+              KS, tuple(f"model@{k}" for k in KS), xlabel="in-context examples k",
+              ylabel="squared error",
+              refs=tuple((name, tuple(f"{e}@{k}" for k in KS)) for name, e in (
+                  ("least squares", "ols"), ("ridge", "ridge"), ("one GD step", "gd"),
+                  ("zero predictor", "zero")))),
         Sweep(f"error / zero predictor's vs k (d = {D}; OLS: 0 for k ≥ d)", ("icl", "icl_1layer"),
               KS, tuple(f"norm@{k}" for k in KS), xlabel="in-context examples k",
               ylabel="model error / zero's"),

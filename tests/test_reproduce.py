@@ -36,11 +36,12 @@ ROW_FILE = textwrap.dedent('''\
         seeds=2,
         overrides=("train.steps={steps}", "train.warmup_steps=1", "train.eval_every=2"),
         figures={{"eval_loss": Figure("eval_loss"), "early": Figure("eval_loss", step=2),
-                  "amp2": Figure(after="amp", path=("logit_scale", "2.0", "rel_loss_increase"))}},
+                  "amp2": Figure(after="amp", path=("logit_scale", "2.0", "rel_loss_increase")),
+                  "plot_only": Figure("loss", step=2, table=False)}},
         headline=(Compare("b vs a", "b", "a"),),
         verdict=verdict,
         panels=(Curves("eval", ("a", "b")), Curves("train", ("a", "b"), "loss"),
-                Sweep("amp", ("a",), (2.0,), ("amp2",))),
+                Sweep("amp", ("a",), (2.0,), ("amp2",), refs=(("a loss @2", ("plot_only",)),))),
         accelerator="none", budget="seconds",
     )
 ''')
