@@ -155,7 +155,7 @@ ROW = Row(
         "eval_accuracy": Figure("eval_accuracy", label="final eval accuracy"),
         "eval_seq_accuracy": Figure("eval_seq_accuracy", label="final eval seq. accuracy"),
         **{f"acc@{w}": Figure(after=f"final_d{w}", path=("eval_accuracy",),
-                              label=f"accuracy at d = {w}") for w in WIDTHS},
+                              label=f"accuracy at d = {w}", table=False) for w in WIDTHS},
     },
     headline=tuple(Compare(f"d = {w}: DeltaNet vs linear attention, accuracy", f"deltanet_d{w}",
                            f"linear_d{w}", "eval_accuracy") for w in WIDTHS)
