@@ -111,6 +111,22 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class Across:
+  """A plot panel: one line per label joining `figure` of several variants along x (a model at
+  each width, one variant per width), mean ± spread over seeds per point."""
+  title: str
+  lines: tuple[tuple[str, tuple[tuple[float, str], ...]], ...]   # (label, ((x, variant), ...))
+  figure: str = "eval_loss"
+  xlabel: str = ""
+  ylabel: str = ""
+  xlog: bool = False
+
+  @property
+  def variants(self) -> tuple[str, ...]:
+    return tuple(v for _, pts in self.lines for _, v in pts)
+
+
+@dataclass(frozen=True)
 class Verdict:
   result: str                        # one of VERDICTS
   reason: str
@@ -133,7 +149,7 @@ class Row:
   seeds: int = 2
   overrides: tuple[str, ...] = ()    # applied to every variant, before its own
   headline: tuple[Compare, ...] = ()
-  panels: tuple[Curves | Sweep, ...] = ()
+  panels: tuple[Curves | Sweep | Across, ...] = ()
   accelerator: str = ""              # the same sweep's bigger config, on an accelerator
   budget: str = ""                   # the estimate in words (measured speeds)
   startup_s: float = 40.0            # per train.py process: start-up, compile, final eval
@@ -170,6 +186,8 @@ class Row:
       if isinstance(p, Sweep) and (len(p.x) != len(p.figures)
                                    or any(f not in self.figures for f in p.figures)):
         raise ValueError(f"row {self.name}: panel {p.title!r}: x and figures do not match")
+      if isinstance(p, Across) and p.figure not in self.figures:
+        raise ValueError(f"row {self.name}: panel {p.title!r} names no figure {p.figure!r}")
     afters = {a.name for v in self.variants for a in v.after}
     for k, f in self.figures.items():
       if f.after and f.after not in afters:

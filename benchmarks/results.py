@@ -79,6 +79,9 @@ def plot(row: claims.Row, runs: list[claims.Run], m: claims.Measured, png: Path)
   for ax in axes.flat[len(panels):]:
     ax.set_visible(False)
   for ax, panel in zip(axes.flat, panels):
+    if isinstance(panel, claims.Across):
+      across(ax, panel, m)
+      continue
     for name in panel.variants:
       label = row.variant(name).title
       if isinstance(panel, claims.Curves):
@@ -117,6 +120,24 @@ def plot(row: claims.Row, runs: list[claims.Run], m: claims.Measured, png: Path)
   png.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(png, dpi=110)
   plt.close(fig)
+
+
+def across(ax, panel: claims.Across, m: claims.Measured) -> None:
+  for label, pts in panel.lines:
+    st = [(x, m.stat(v, panel.figure)) for x, v in pts]
+    st = [(x, s) for x, s in st if s.n]
+    if not st:
+      continue
+    xs, mean = [x for x, _ in st], [s.mean for _, s in st]
+    (line,) = ax.plot(xs, mean, marker=".", label=f"{label} (n={st[0][1].n})")
+    ax.fill_between(xs, [s.mean - s.spread for _, s in st], [s.mean + s.spread for _, s in st],
+                    color=line.get_color(), alpha=0.25, linewidth=0)
+  if panel.xlog:
+    ax.set_xscale("log", base=2)
+  ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel)
+  ax.set_title(panel.title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,31 +43,8 @@ V = 8192, widths 64-512, a learning-rate sweep, ~100k steps; here `data.seq_len=
 data.num_pairs=64 data.vocab_size=8192 model.vocab_size=8192 model.max_len=512 train.steps=20000`
 with the same variants (`--seeds 3`).
 
-The row file is also the after-run that files each run's final accuracy under its width (the
-accuracy-against-width panel needs one figure per width): `python configs/repro_deltanet.py
---workdir <run>` prints {"step", "eval_accuracy", "eval_seq_accuracy"} of the run's last eval.
 """
-import json
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":     # the after-run (see above): no imports of the repo needed
-  wd = Path(sys.argv[sys.argv.index("--workdir") + 1])
-  last = [r for r in map(json.loads, (wd / "metrics.jsonl").read_text().splitlines())
-          if "eval_accuracy" in r][-1]
-  print(json.dumps({k: last[k] for k in ("step", "eval_accuracy", "eval_seq_accuracy")}))
-  sys.exit(0)
-
-from benchmarks.claims import (  # noqa: E402 (after the after-run's early exit)
-  AfterRun,
-  Compare,
-  Curves,
-  Figure,
-  Row,
-  Sweep,
-  Variant,
-  Verdict,
-)
+from benchmarks.claims import Across, Compare, Curves, Figure, Row, Variant, Verdict
 
 CFG = "configs/mqar_tiny.py"
 STEPS = 600
@@ -97,16 +74,11 @@ GAP = 0.10          # ">>": DeltaNet at least 10 points of accuracy above linear
 NEAR = 0.05         # "approaching softmax": DeltaNet within 5 points of softmax (or above it)
 
 
-def width_after(w: int) -> AfterRun:
-  return AfterRun(f"final_d{w}", ("configs/repro_deltanet.py",), est_s=1.0)
-
-
 def variant(model: str, w: int) -> Variant:
   label, over = MODELS[model]
   return Variant(f"{model}_d{w}", CFG,
                  (*over, f"model.d_model={w}", "model.n_heads=2", f"model.d_ff={4 * w}"),
-                 label=f"{label}, d = {w}", after=(width_after(w),),
-                 steps_per_sec=SPS[model, w])
+                 label=f"{label}, d = {w}", steps_per_sec=SPS[model, w])
 
 
 def verdict(m) -> Verdict:
@@ -154,8 +126,6 @@ ROW = Row(
     figures={
         "eval_accuracy": Figure("eval_accuracy", label="final eval accuracy"),
         "eval_seq_accuracy": Figure("eval_seq_accuracy", label="final eval seq. accuracy"),
-        **{f"acc@{w}": Figure(after=f"final_d{w}", path=("eval_accuracy",),
-                              label=f"accuracy at d = {w}", table=False) for w in WIDTHS},
     },
     headline=tuple(Compare(f"d = {w}: DeltaNet vs linear attention, accuracy", f"deltanet_d{w}",
                            f"linear_d{w}", "eval_accuracy") for w in WIDTHS)
@@ -163,10 +133,9 @@ ROW = Row(
                     f"softmax_d{w}", "eval_accuracy") for w in WIDTHS),
     verdict=verdict,
     panels=(
-        Sweep("final eval accuracy against width", tuple(f"{k}_d{w}" for k in MODELS
-                                                         for w in WIDTHS),
-              WIDTHS, tuple(f"acc@{w}" for w in WIDTHS), xlabel="d_model",
-              ylabel="eval accuracy", xlog=True),
+        Across("final eval accuracy against width",
+               tuple((MODELS[k][0], tuple((w, f"{k}_d{w}") for w in WIDTHS)) for k in MODELS),
+               "eval_accuracy", xlabel="d_model", ylabel="eval accuracy", xlog=True),
         Curves("eval accuracy, d = 64", tuple(f"{k}_d64" for k in MODELS), "eval_accuracy"),
         Curves("eval accuracy, d = 32", tuple(f"{k}_d32" for k in MODELS), "eval_accuracy"),
         Curves("eval accuracy, d = 128", tuple(f"{k}_d128" for k in MODELS), "eval_accuracy"),

@@ -20,7 +20,7 @@ STEPS = 4
 
 ROW_FILE = textwrap.dedent('''\
     """python benchmarks/reproduce.py {path}"""
-    from benchmarks.claims import AfterRun, Compare, Curves, Figure, Row, Sweep, Variant, Verdict
+    from benchmarks.claims import Across, AfterRun, Compare, Curves, Figure, Row, Sweep, Variant, Verdict
 
     def verdict(m):
       """b above a: reproduced;
@@ -41,7 +41,8 @@ ROW_FILE = textwrap.dedent('''\
         headline=(Compare("b vs a", "b", "a"),),
         verdict=verdict,
         panels=(Curves("eval", ("a", "b")), Curves("train", ("a", "b"), "loss"),
-                Sweep("amp", ("a",), (2.0,), ("amp2",), refs=(("a loss @2", ("plot_only",)),))),
+                Sweep("amp", ("a",), (2.0,), ("amp2",), refs=(("a loss @2", ("plot_only",)),)),
+                Across("a then b", (("depth", ((1.0, "a"), (2.0, "b"))),), "eval_loss")),
         accelerator="none", budget="seconds",
     )
 ''')
@@ -332,22 +333,3 @@ def test_call_runs_a_command_from_the_repo_root(tmp_path):
   with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
     rc = reproduce.call([sys.executable, "-c", "import os; print(os.getcwd())"], out, err)
   assert rc == 0 and (tmp_path / "out").read_text().strip() == str(ROOT)
-
-
-def test_deltanet_row_files_each_runs_final_accuracy_under_its_width(tmp_path):
-  """configs/repro_deltanet.py is its own after-run: it prints a run's last eval (the JSON
-  reproduce.py keeps), and each width's figure is read from that width's variants only."""
-  row = claims.load_row(ROOT / "configs" / "repro_deltanet.py")
-  run = next(r for r in claims.plan(row, 1, tmp_path) if r.variant.name == "linear_d64")
-  run.workdir.mkdir(parents=True)
-  (run.workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
-      {"step": 100, "eval_loss": 1.0, "eval_accuracy": 0.5, "eval_seq_accuracy": 0.1},
-      {"step": 120, "loss": 0.5, "accuracy": 0.8},
-      {"step": 200, "eval_loss": 0.5, "eval_accuracy": 0.75, "eval_seq_accuracy": 0.25})))
-  (a,) = run.variant.after
-  proc = subprocess.run(run.after_argv(a), cwd=ROOT, capture_output=True, text=True, check=True)
-  assert json.loads(proc.stdout) == {"step": 200, "eval_accuracy": 0.75, "eval_seq_accuracy": 0.25}
-  claims.after_path(run.workdir, a).write_text(proc.stdout)
-  m = claims.measure(row, [run], {run.name: 200})
-  assert m.values["linear_d64"] == {"eval_accuracy": {0: 0.75}, "eval_seq_accuracy": {0: 0.25},
-                                    "acc@64": {0: 0.75}}
