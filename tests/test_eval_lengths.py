@@ -49,9 +49,8 @@ def direct(workdir, length, n):
         params, jnp.asarray(b["inputs"]), jnp.asarray(b["positions"])), np.float64)
   w = b["weights"] > 0
   right = logits.argmax(-1) == b["targets"]
-  logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
-                                                                           keepdims=True)) \
-      - logits.max(-1, keepdims=True)
+  top = logits.max(-1, keepdims=True)
+  logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
   nll = -np.take_along_axis(logp, b["targets"][..., None], -1)[..., 0]
   return right[w].mean(), nll[w].mean(), w.sum()
 
