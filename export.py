@@ -5,6 +5,7 @@
     python export.py --workdir runs/X --format stablehlo --out exports/X-hlo   # jax.export modules
     python export.py --import exports/X-hf --workdir runs/Y [--config configs/quickstart.py] [k=v ...]
     python export.py --workdir runs/X --aot v5e:2x2 [--batch 8 --seq-len T --dtype bfloat16]
+    python export.py --workdir runs/X --to-norm crmsnorm --out runs/X-crms   # Pre-LN -> Pre-CRMSNorm
 
 Nothing is overwritten and nothing is half-written: --out must be new or an empty folder (or
 --force, which replaces it), and never the run's workdir, inside it or around it (not even with
@@ -23,8 +24,10 @@ cannot hold it onto the nearest mesh they can, said in a note on stderr (trainin
 every format then gathers them to the host. The stablehlo modules are one-device programs. --aot
 TOPOLOGY compiles that forward pass for --batch rows with the parameters sharded on the run's mesh
 over a TPU/GPU slice's devices (as `train.py --aot`), prints memory per device against HBM, and
-exits 4 if it does not fit; it reads config.json only. Exit codes: training/cli.py.
-The work is in interop/ (params_io.py, hf.py, stablehlo.py).
+exits 4 if it does not fit; it reads config.json only. --to-norm rmsnorm|crmsnorm writes a new run
+at --out (as --import does) whose model computes the same logits with RMSNorm / CRMSNorm in place
+of a pre-norm decoder's LayerNorm (interop/norm_convert.py). Exit codes: training/cli.py.
+The work is in interop/ (params_io.py, hf.py, stablehlo.py, norm_convert.py).
 """
 from __future__ import annotations
 
@@ -75,6 +78,9 @@ def parse_args(argv):
   p.add_argument("--aot", metavar="TOPOLOGY", default=None,
                  help="compile the forward pass for a TPU/GPU slice (v5e:2x2, v5p:4x4x4, ...) on "
                       "the run's mesh and report its memory per device; writes nothing")
+  p.add_argument("--to-norm", choices=("rmsnorm", "crmsnorm"), default=None,
+                 help="write a run at --out: this Pre-LN (or converted Pre-RMSNorm) decoder as a "
+                      "Pre-RMSNorm / Pre-CRMSNorm one with the same logits")
   p.add_argument("overrides", nargs="*", help="--import: key.path=value applied to the run config")
   return p.parse_args(argv)
 
@@ -154,12 +160,12 @@ def check_out(out: Path, workdir: Path, force: bool) -> None:
                       "folder")
 
 
-def check_new_workdir(workdir: Path) -> None:
-  """--import makes a new run: it never writes over a folder that holds anything (a run)."""
+def check_new_workdir(workdir: Path, flag: str = "--workdir") -> None:
+  """--import and --to-norm make a new run: never over a folder that holds anything (a run)."""
   if workdir.exists() and not (workdir.is_dir() and not any(workdir.iterdir())):
-    raise ConfigError(f"--workdir {workdir} is not a new or empty folder"
+    raise ConfigError(f"{flag} {workdir} is not a new or empty folder"
                       + (" (it holds a run)" if (workdir / "config.json").exists() else "")
-                      + "; import into a new --workdir")
+                      + f"; write the new run to a new {flag}")
 
 
 def write_atomically(dest: Path, flag: str, write) -> None:
@@ -213,6 +219,26 @@ def import_(args) -> dict:
           "train": f"python train.py --config {conf} --workdir {workdir}"}
 
 
+def convert_norm(args) -> dict:
+  """--to-norm: the run's parameters converted (interop/norm_convert.py), written as a new run."""
+  from interop import norm_convert
+  if not args.out:
+    raise ConfigError("--to-norm needs --out DIR, the new run to write")
+  workdir, out = Path(args.workdir), Path(args.out)
+  check_new_workdir(out, "--out")
+  norm_convert.check_convertible(workdir_lib.read_config(workdir).model, args.to_norm)
+  cfg, step, params = params_io.restore_params(workdir, args.step,
+                                               allow_unverified=args.allow_unverified)
+  model_cfg, params = norm_convert.convert(cfg.model, jax.device_get(params), args.to_norm)
+  cfg = dataclasses.replace(cfg, model=model_cfg)
+  written = []
+  write_atomically(out, "--out", lambda tmp: written.append(
+      params_io.write_run(tmp, cfg, params, workdir)))
+  return {"converted": str(workdir), "step": step, "norm": args.to_norm, "workdir": str(out),
+          "eval": f"python eval.py --workdir {out}",
+          "train": f"python train.py --config {out / written[0].name} --workdir {out}"}
+
+
 def main(argv=None) -> int:
   cli.setup_logging(sys.stderr)     # stdout is the JSON report: warnings go to stderr
   args = parse_args(argv)
@@ -220,7 +246,12 @@ def main(argv=None) -> int:
     if args.src:
       raise ConfigError("--aot compiles a run's forward pass: not with --import")
     return compile_for(args)
-  out = import_(args) if args.src else export(args)
+  if args.to_norm:
+    if args.src or args.format:
+      raise ConfigError("--to-norm writes a converted run: not with --import or --format")
+    out = convert_norm(args)
+  else:
+    out = import_(args) if args.src else export(args)
   print(json.dumps(out, indent=2))
   return 0
 

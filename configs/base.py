@@ -121,6 +121,13 @@ class ModelConfig:
   # that has one redeclares it as a field (the decoder: model.d_in). It lives in the model's config
   # because the parameter shapes are a function of the model config alone (restores, exports).
   d_in: ClassVar[int] = 0
+  head_bias: ClassVar[bool] = False   # a bias on the untied head (the decoder: a field)
+
+  @property
+  def d_stream(self) -> int:
+    """The residual stream's stored width: D, or D - 1 where the family keeps it compressed
+    (the decoder's model.norm=crmsnorm)."""
+    return self.d_model
 
   @property
   def dot_dtype(self) -> str:

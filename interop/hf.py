@@ -37,7 +37,7 @@ def hf_arch(m: ModelConfig) -> str:
   why = [f"model.{k}={getattr(m, k)!r} (HF needs {v!r})" for k, v in
          dict(norm_placement="pre", attention="softmax", qk_norm=False, layer_scale=0.0,
               mlp_topk=0, attn_gate=False, attn_clip_gamma=0.0, attn_clip_zeta=1.0,
-              sigma_reparam=False).items()
+              sigma_reparam=False, head_bias=False).items()
          if getattr(m, k) != v]
   style = (m.norm, m.pos, m.mlp)
   if style == ("layernorm", "learned", "gelu"):

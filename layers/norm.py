@@ -1,4 +1,8 @@
-"""LayerNorm and RMSNorm, computed in float32 whatever the activation dtype.
+"""LayerNorm, RMSNorm and CRMSNorm, computed in float32 whatever the activation dtype.
+
+CRMSNorm (Jiang et al. 2023, Pre-CRMSNorm) normalises a zero-mean vector of width d stored
+compressed as its first d - 1 coordinates x (the last is -sum(x)): its RMS over d is
+sqrt((sum(x^2) + sum(x)^2) / d). So the input has D = d - 1 features (interop/norm_convert.py).
 
 `groups > 1` normalises each of `groups` equal slices of the feature axis separately: with
 groups = n_heads this is the Dual-Stream paper's channel-wise LayerNorm (CLN), one LN per head.
@@ -12,7 +16,7 @@ from layers.sharding import param
 
 
 class Norm(nn.Module):
-  kind: str = "layernorm"       # layernorm | rmsnorm
+  kind: str = "layernorm"       # layernorm | rmsnorm | crmsnorm
   use_bias: bool = True         # layernorm only
   eps: float = 1e-5
   groups: int = 1
@@ -24,7 +28,11 @@ class Norm(nn.Module):
     x = x_BTD.astype(jnp.float32).reshape(*x_BTD.shape[:-1], self.groups, D // self.groups)
     if self.kind == "layernorm":
       x = x - x.mean(-1, keepdims=True)
-    x = x * jnp.reciprocal(jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + self.eps))
+    if self.kind == "crmsnorm":
+      ms = (jnp.sum(x * x, -1, keepdims=True) + jnp.sum(x, -1, keepdims=True) ** 2) / (x.shape[-1] + 1)
+    else:
+      ms = jnp.mean(x * x, -1, keepdims=True)
+    x = x * jnp.reciprocal(jnp.sqrt(ms + self.eps))
     x = x.reshape(x_BTD.shape)
     scale = self.param("scale", param(nn.initializers.ones, ("norm",)), (D,), self.param_dtype)
     x = x * scale

@@ -82,13 +82,13 @@ class LM(nn.Module):
     if positions_BT is None:
       positions_BT = jnp.broadcast_to(jnp.arange(T), (B, T))
     if m.d_in:    # a linear read-in in place of the table (Garg et al.'s transformer)
-      x_BTD = Dense((m.d_model,), (None, "embed"), init_std=m.init_std, name="read_in",
+      x_BTD = Dense((m.d_stream,), (None, "embed"), init_std=m.init_std, name="read_in",
                     **matmul_dtypes(m))(tokens_BT)
     else:
-      embed = Embed(m.vocab_size, m.d_model, m.init_std, name="embed", **matmul_dtypes(m))
+      embed = Embed(m.vocab_size, m.d_stream, m.init_std, name="embed", **matmul_dtypes(m))
       x_BTD = embed(tokens_BT)
     if m.pos == "learned":
-      x_BTD = x_BTD + Embed(m.max_len, m.d_model, m.init_std, names=(None, "embed"), name="pos",
+      x_BTD = x_BTD + Embed(m.max_len, m.d_stream, m.init_std, names=(None, "embed"), name="pos",
                             **dtypes(m))(positions_BT)
     x_BTD = constrain(x_BTD, ("batch", "length", "act_embed"))
     x_BTD = self.layers()(x_BTD, positions_BT, segment_ids_BT, logit_scale)
@@ -101,16 +101,16 @@ class LM(nn.Module):
     if m.tie_embeddings:
       logits_BTV = embed.attend(x_BTD)
     else:
-      logits_BTV = Dense((m.vocab_size,), ("embed", "vocab"), use_bias=False, init_std=m.init_std,
-                         name="head", **matmul_dtypes(m))(x_BTD)
+      logits_BTV = Dense((m.vocab_size,), ("embed", "vocab"), use_bias=m.head_bias,
+                         init_std=m.init_std, name="head", **matmul_dtypes(m))(x_BTD)
     return constrain(logits_BTV, ("batch", "length", "act_vocab"))
 
 
 def flops_per_token(m, n_params: int, kernel_flops: float) -> float:
   """6N + the kernels' part, N without the parameters that are only looked up, never multiplied
   (the untied input table, the learned position table): nanoGPT/PaLM's convention."""
-  lookups = (0 if m.tie_embeddings or m.d_in else m.vocab_size * m.d_model) + (
-      m.max_len * m.d_model if m.pos == "learned" else 0)
+  lookups = (0 if m.tie_embeddings or m.d_in else m.vocab_size * m.d_stream) + (
+      m.max_len * m.d_stream if m.pos == "learned" else 0)
   return 6.0 * (n_params - lookups) + kernel_flops
 
 

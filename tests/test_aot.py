@@ -121,6 +121,16 @@ def test_wave2a_options_and_statistics_compile_sharded_for_v5e(mesh):
   assert "all-reduce" in c.as_text()
 
 
+@needs_tpu
+@pytest.mark.parametrize("mesh", ["fsdp4", "data2_tensor2"])
+def test_crmsnorm_stream_of_odd_width_compiles_sharded_for_v5e(mesh):
+  """Pre-CRMSNorm's residual stream is d - 1 = 127 wide: it still shards (fsdp splits it unevenly)
+  and compiles for a 4-chip slice, with the head's bias."""
+  c = compiled("quickstart", (*MESHES[mesh], f"train.batch_size={B}", *PALLAS, "model.norm=crmsnorm",
+                              "model.tie_embeddings=false", "model.head_bias=true"), "v5e:2x2")
+  assert c.memory_analysis().argument_size_in_bytes > 0
+
+
 FLOPS_CASES = [(c, []) for c in TINY] + [          # and stacks of 2-layer units, grad accumulation
     ("deltanet_tiny", ["model.dn_hybrid=swa"]),
     ("mamba2_hybrid_tiny", ["model.layer_pattern=M*M*", "model.n_layers=4"]),

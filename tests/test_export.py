@@ -94,6 +94,29 @@ def test_safetensors_round_trip_and_imported_run_continues_training(tmp_path, co
   assert not np.array_equal(jax.device_get(trained)["embed"]["embedding"], params["embed"]["embedding"])
 
 
+def test_to_norm_writes_a_crmsnorm_run_with_the_same_logits(tmp_path, corpus, capsys):
+  cfg, params = make_run(tmp_path / "run", corpus)           # GPT-2 style: Pre-LN, tied
+  out = tmp_path / "crms"
+  capsys.readouterr()
+  assert entry.export(["--workdir", str(tmp_path / "run"), "--to-norm", "crmsnorm",
+                       "--out", str(out)]) == 0
+  cmd = json.loads(capsys.readouterr().out)["train"]
+  got_cfg, step, got = params_io.restore_params(out)
+  assert (got_cfg.model.norm, got_cfg.model.d_stream, step) == ("crmsnorm", 31, 0)
+  x = tokens()
+  ref = logits(cfg.model, params, x)
+  np.testing.assert_allclose(logits(got_cfg.model, jax.device_get(got), x), ref,
+                             atol=1e-5 * np.abs(ref).max(), rtol=0)
+  assert entry.train(cmd.split()[2:] + ["train.steps=1"]) == 0   # the converted run trains on
+  # a run in the way, or a model it cannot convert, is refused before anything is written
+  assert entry.export(["--workdir", str(tmp_path / "run"), "--to-norm", "rmsnorm",
+                       "--out", str(out)]) == 2
+  assert "is not a new or empty folder" in capsys.readouterr().err
+  assert entry.export(["--workdir", str(out), "--to-norm", "rmsnorm",
+                       "--out", str(tmp_path / "back")]) == 2
+  assert "one way only" in capsys.readouterr().err and not (tmp_path / "back").exists()
+
+
 def test_restore_onto_another_mesh_in_bfloat16(tmp_path, corpus):
   _, params = make_run(tmp_path, corpus)                        # saved from a data=8 mesh
   mesh = sharding.make_mesh(dict(data=1, fsdp=4, tensor=2))
@@ -228,7 +251,9 @@ def test_hf_refusals_name_the_setting():
                      (dict(norm_placement="peri"), "model.norm_placement='peri'"),
                      (dict(mlp="polynorm"), "neither GPT-2"), (dict(attn_gate=True), "attn_gate=True"),
                      (dict(attn_clip_gamma=-0.03), "attn_clip_gamma=-0.03"),
-                     (dict(sigma_reparam=True), "sigma_reparam=True")):
+                     (dict(sigma_reparam=True), "sigma_reparam=True"),
+                     (dict(norm="crmsnorm"), "neither GPT-2"),
+                     (dict(head_bias=True, tie_embeddings=False), "head_bias=True")):
     with pytest.raises(base.ConfigError, match=needle.replace("(", r"\(")):
       hf.hf_arch(dataclasses.replace(gpt, **kw))
   with pytest.raises(base.ConfigError, match="rope type 'llama3'"):

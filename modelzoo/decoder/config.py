@@ -12,6 +12,10 @@ from modelzoo.config import HeadFields, MLPFields
 class DecoderConfig(MLPFields, HeadFields, ModelConfig):
   name: str = field(default="decoder", init=False)
   use_bias: bool = True               # biases on the attention and MLP projections
+  # crmsnorm (Pre-CRMSNorm, Jiang et al. 2023): the residual stream is zero-mean and stored as its
+  # first D - 1 coordinates (layers/norm.py); interop/norm_convert.py turns a Pre-LN run into one.
+  norm: str = choice("layernorm", ("layernorm", "rmsnorm", "crmsnorm"))
+  head_bias: bool = False             # a bias on the head (where a converted final norm's beta goes)
   # pre: x + f(Norm(x)); post: Norm(x + f(x)); peri: x + Norm(f(Norm(x))) (Peri-LN, the sigmoid
   # paper's hybrid-norm): layers/block.py
   norm_placement: str = choice("pre", ("pre", "post", "peri"))
@@ -29,6 +33,10 @@ class DecoderConfig(MLPFields, HeadFields, ModelConfig):
   d_in: int = nonneg(0)
 
   @property
+  def d_stream(self) -> int:
+    return self.d_model - (self.norm == "crmsnorm")
+
+  @property
   def dot_dtype(self) -> str:
     return self.matmul_dtype or self.dtype
 
@@ -38,3 +46,12 @@ class DecoderConfig(MLPFields, HeadFields, ModelConfig):
     self.check_mlp()
     if self.layer_scale and self.norm_placement == "post":
       raise ConfigError("model.layer_scale needs model.norm_placement=pre or peri, not post")
+    if self.head_bias and self.tie_embeddings:
+      raise ConfigError("model.head_bias needs an untied head: model.tie_embeddings=false")
+    if self.norm == "crmsnorm":
+      bad = {k: getattr(self, k) for k, ok in (("norm_placement", "pre"), ("qk_norm", False),
+                                               ("attn_gate", False), ("d_in", 0))
+             if getattr(self, k) != ok}
+      if bad:
+        raise ConfigError("model.norm=crmsnorm keeps a compressed pre-norm residual stream; it "
+                          "does not take " + ", ".join(f"model.{k}={v!r}" for k, v in bad.items()))
