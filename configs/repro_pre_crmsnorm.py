@@ -8,7 +8,7 @@ Should show: for each trained configs/quickstart.py run (GPT-2 style: LayerNorm,
 positions, tied head) `benchmarks/norm_equivalence.py` (the after-run) converts the checkpoint
 LN -> RMSNorm -> CRMSNorm (interop/norm_convert.py; `export.py --to-norm` writes such a run) and
 finds the logits on 4 validation batches equal to the Pre-LN model's within 1e-5 in float32, with
-the same eval loss; and one training step of each, interleaved on this machine: RMSNorm's no
+the same eval loss; and 200 training steps of each, interleaved on this machine: RMSNorm's no
 slower than LayerNorm's, the norm alone faster. Beside it, a Pre-CRMSNorm model trained from
 scratch (`python train.py --config configs/quickstart.py model.norm=crmsnorm`: the same function
 class, tied head) ends near Pre-LN's loss.
@@ -20,9 +20,9 @@ saves 1/d of the residual-stream memory, and the norm's share of a step is large
 from benchmarks.claims import AfterRun, Compare, Curves, Figure, Row, Sweep, Variant, Verdict
 
 STEPS, SPS = 400, 3.5
-EQUIV = AfterRun("equiv", ("benchmarks/norm_equivalence.py",), est_s=90.0)
-BUDGET = (f"4 runs of {STEPS} steps at ~{SPS} steps/s + ~30 s each, 2 conversions and timings of "
-          "~90 s each: ~12 min on the 2-core box")
+EQUIV = AfterRun("equiv", ("benchmarks/norm_equivalence.py", "--repeats", "200"), est_s=260.0)
+BUDGET = (f"4 runs of {STEPS} steps at ~{SPS} steps/s + ~30 s each, 2 conversions with 200 timed "
+          "steps of each form, ~4 min each: ~17 min on the 2-core box")
 FORMS = (("ln", "layernorm"), ("rms", "rmsnorm"), ("crms", "crmsnorm"))
 TOL = 1e-5
 
