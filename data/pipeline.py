@@ -35,7 +35,7 @@ import sys
 import grain
 import numpy as np
 
-from configs.base import ConfigError, DataConfig
+from configs.schema import ConfigError, DataConfig
 from data import sources, tasks
 
 # One background thread computes upcoming batches while the train step runs (numpy and XLA release the

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import grain
 import numpy as np
 
-from configs.base import TASK_SOURCES, ConfigError, DataConfig
+from configs.schema import TASK_SOURCES, ConfigError, DataConfig
 from data import tasks
 
 SOURCES = ("stdlib", "text", "tokens", "arrayrecord") + TASK_SOURCES

@@ -74,7 +74,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from configs.base import ConfigError
+from configs.schema import ConfigError
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 # A token task's batch: these keys, [B, T] each, as data/pipeline.py's (dtypes of training/step.BATCH_DTYPES).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from configs.base import ConfigError, DataConfig
+from configs.schema import ConfigError, DataConfig
 from data import sources
 
 FILENAME = "tokenizer.json"

@@ -11,9 +11,11 @@ import functools
 import importlib
 from dataclasses import fields
 
+from configs.schema import Config, ConfigError, unknown_key
+
 # name -> ("module:ConfigClass", "module:ModelClass"), one folder per family; imported lazily so
 # that one model's dependencies never break another and loading a config imports no model. The
-# config class (modelzoo/<family>/config.py) extends configs.base.ModelConfig: its fields, derived
+# config class (modelzoo/<family>/config.py) extends configs.schema.ModelConfig: its fields, derived
 # values and check(). The model module (modelzoo/<family>/model.py; modelzoo/common.py holds the
 # config -> layers translations families share) defines
 #   flops_per_token(model_cfg, n_params, seq_len) model FLOPs of one training token
@@ -38,7 +40,6 @@ def _load(where: str):
 
 def _family(name: str) -> tuple[str, str]:
   if name not in REGISTRY:
-    from configs.base import ConfigError
     close = difflib.get_close_matches(name, REGISTRY, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ConfigError(f"model.name={name!r} is not a known model {sorted(REGISTRY)}{hint}")
@@ -60,9 +61,13 @@ def model_config(name: str, **kw):
   cls = config_class(name)
   for k in kw:
     if k not in config_fields()[name]:
-      from configs.base import Config, ConfigError, unknown_key
-      raise ConfigError(unknown_key(f"model.{k}", Config(model=cls())))
+      raise ConfigError(unknown_key(f"model.{k}", Config(model=cls()), families_with(k)))
   return cls(**kw)
+
+
+def families_with(field_name: str) -> list[str]:
+  """The families that have the settable field `field_name` (named in an unknown key's error)."""
+  return [n for n, own in config_fields().items() if field_name in own]
 
 
 def as_family(m, name: str):
@@ -78,7 +83,6 @@ def config_from_dict(d: dict):
   """A family's config from a config.json model section. Runs saved before each family had its
   own config hold every family's fields (one flat ModelConfig): the fields of other families had
   no effect on this one and are dropped."""
-  from configs.base import ConfigError
   d = dict(d)
   name = d.pop("name", "decoder")
   if d.pop("hybrid_norm", False):     # saved before hybrid-norm became norm_placement=peri

@@ -1,7 +1,7 @@
 """Field groups several families' configs share: attention heads and the MLP.
 
 A family's config (modelzoo/<family>/config.py) is a frozen dataclass that extends
-configs.base.ModelConfig with the groups it uses, listed before the base
+configs.schema.ModelConfig with the groups it uses, listed before the base
 (`class DecoderConfig(MLPFields, HeadFields, ModelConfig)`) so that the JSON keeps the base's
 fields first. A group declares its fields, their derived values and a check_* method that the
 family's check() calls.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from configs.base import ConfigError, choice, nonneg, positive
+from configs.schema import ConfigError, choice, nonneg, positive
 from layers.mlp import KINDS as MLP_KINDS
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from configs.base import ConfigError, ModelConfig, choice, nonneg
+from configs.schema import ConfigError, ModelConfig, choice, nonneg
 from modelzoo.config import HeadFields, MLPFields
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from configs.base import ConfigError, ModelConfig, choice, nonneg, positive
+from configs.schema import ConfigError, ModelConfig, choice, nonneg, positive
 from modelzoo.config import HeadFields, MLPFields
 
 

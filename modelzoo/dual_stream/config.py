@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from configs.base import ConfigError, ModelConfig, choice, nonneg, positive
+from configs.schema import ConfigError, ModelConfig, choice, nonneg, positive
 from layers.head_mix import KINDS
 
 PER_HEAD = ("dense", "independent")   # the FFN maps change the per-head width: no Kronecker

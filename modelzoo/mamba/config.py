@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from configs.base import ConfigError, ModelConfig, choice, nonneg, positive
+from configs.schema import ConfigError, ModelConfig, choice, nonneg, positive
 
 
 @dataclass(frozen=True)

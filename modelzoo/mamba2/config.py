@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from configs.base import ConfigError, ModelConfig, choice, positive
+from configs.schema import ConfigError, ModelConfig, choice, positive
 from modelzoo.config import HeadFields, MLPFields
 from modelzoo.mamba.config import SSMFields
 
