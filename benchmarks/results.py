@@ -276,13 +276,13 @@ def main(argv=None) -> int:
     asked = not named or f.resolve() in named
     if (not asked or not (runs_root / row.name).exists()) and row.title in old:
       results.append(RowResult(row, [], [], None, None, {}, None, [], [], kept=old[row.title]))
-    elif asked:
+    else:   # asked, or never generated: from its runs here ("not run yet" without them)
       results.append(collect(row, runs_root, args.seeds, extra, out / "figures"))
   out.mkdir(parents=True, exist_ok=True)
   (out / "RESULTS.md").write_text(render(results, out, runs_root, args.seeds, extra))
   for res in results:
     if res.kept:
-      print(f"{res.row.name}: kept from the previous RESULTS.md (no runs of it here)")
+      print(f"{res.row.name}: kept from the previous RESULTS.md")
       continue
     print(f"{res.row.name}: " + (f"{res.verdict.result} ({res.figure})" if res.done else
                                  f"not run yet ({len(res.complete)}/{len(res.runs)} runs complete)"))
