@@ -9,8 +9,8 @@ rising with depth for pre-norm and flat for peri-norm at both learning rates; fi
 peri at or below pre; post-norm at lr 1e-2 without warmup far above the others (or with skipped
 non-finite updates: its runs may skip up to `train.max_bad_steps=300` updates so that they finish
 and show the failure). configs/peri_ln_tiny.py: 8 layers, width 128, LayerNorm, byte level.
-Budget: the speed is not timed yet: estimated from sigmoid_tiny's measured 2.8 steps/s (4 layers,
-width 128, load 6-8) halved for 8 layers. Accelerator version: the same variants on a 400M-class
+Budget: measured at f06d924 on the 2-core box shared with tests: 100-175 s per run (300 steps
+and start-up), the sweep 25 min. Accelerator version: the same variants on a 400M-class
 decoder (`model.d_model=1024 model.n_layers=24 model.n_heads=16 model.d_ff=4096`) with
 data.path= a real corpus.
 """
@@ -18,9 +18,9 @@ from benchmarks.claims import Compare, Curves, Figure, Row, Sweep, Variant, Verd
 
 CFG = "configs/peri_ln_tiny.py"
 STEPS, L = 300, 8
-SPS = 1.4
-BUDGET = (f"10 runs of {STEPS} steps at ~{SPS} steps/s + ~30 s each: ~41 min on the 2-core box "
-          "(estimated, not timed: sigmoid_tiny's 2.8 steps/s halved for twice the depth)")
+SPS = 2.6
+BUDGET = (f"10 runs of {STEPS} steps at ~{SPS} steps/s + ~30 s each: ~25 min on the 2-core box "
+          "(measured at f06d924: 100-175 s per run, with tests beside it)")
 HI = ("train.lr=1e-2", "train.min_lr=1e-3")
 
 
