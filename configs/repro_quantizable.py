@@ -39,7 +39,7 @@ def verdict(m) -> Verdict:
     full &= p <= van_peak / 2 and abs(loss.mean) <= 0.02 and q < van_q
     some |= p < van_peak and q < van_q
     parts.append(f"{name}: FFN max |.| {p:.2f} vs {van_peak:.2f}, loss {loss.mean:+.1%}, W8A8 "
-                 f"increase {q:+.1%} vs {van_q:+.1%}")
+                 f"increase {q:+.3%} vs {van_q:+.3%}")
   why = "; ".join(parts)
   if full:
     return Verdict("reproduced", why)
