@@ -47,6 +47,7 @@ SLOW = (
     "tests/test_step.py::test_grad_accumulation_equals_one_big_batch_and_bf16_tracks_fp32",
     "tests/test_layer_stats.py::test_train_step_logs_per_layer_statistics_only_when_asked",
     "tests/test_sigma_reparam.py::test_train_step_moves_u_v_only_by_one_power_iteration",
+    "tests/test_sigma_reparam.py::test_u_v_checkpoint_and_resume_bitwise",
     "tests/test_train.py::test_same_losses_and_params_on_every_mesh",
     "tests/test_train.py::test_workdir_of_another_run_is_refused",
     "tests/test_export.py::test_safetensors_round_trip_and_imported_run_continues_training",

@@ -52,3 +52,25 @@ def test_train_step_moves_u_v_only_by_one_power_iteration():
     want = sr.power_iteration({"a": {"kernel": w1, sr.U: u0, sr.V: f0[k[:-1] + (sr.V,)]}})["a"]
     np.testing.assert_allclose(f1[k], want[sr.U], atol=1e-6)
     assert lead == 1 and not np.array_equal(f1[k], u0)   # exact at init, W moved a little
+
+
+def test_u_v_checkpoint_and_resume_bitwise(tmp_path, corpus, capsys):
+  """u and v are state the run carries: a σReparam run resumed from its step-5 checkpoint ends
+  at step 10 with the same parameters, u and v included, bit for bit, as one that never stopped."""
+  import shutil
+  from tests.test_train import TINY, final_params
+  import entry
+  argv = ["--config", "configs/quickstart.py", *TINY, "data.source=text", f"data.path={corpus}",
+          "model.sigma_reparam=true", "train.steps=10", "ckpt.every=5", "ckpt.keep=10"]
+  ref, resumed = tmp_path / "ref", tmp_path / "resumed"
+  assert entry.train([*argv, "--workdir", str(ref)]) == 0
+  shutil.copytree(ref, resumed)
+  shutil.rmtree(resumed / "checkpoints" / "10")           # as if it had stopped after step 5
+  capsys.readouterr()
+  assert entry.train([*argv, "--workdir", str(resumed)]) == 0
+  assert "resumed from step 5" in capsys.readouterr().out
+  (s1, p1), (s2, p2) = final_params(ref), final_params(resumed)
+  assert s1 == s2 == 10
+  names = ["/".join(k) for k in flax.traverse_util.flatten_dict(p1)]
+  assert any(n.endswith("sigma_u") for n in names) and any(n.endswith("sigma_v") for n in names)
+  jax.tree.map(np.testing.assert_array_equal, p1, p2)
