@@ -110,7 +110,7 @@ def main(argv=None) -> int:
   for k, ls in got.items():
     diff = max(float(jnp.abs(a - r).max()) for a, r in zip(ls, ref))
     out[k] = {"max_abs_diff": diff, "rel_diff": diff / scale,
-              "eval_loss": loss(ls, batches),
+              "eval_loss": eval_loss(cfg, *models[k], batches, mesh),
               "n_params": sum(x.size for x in jax.tree.leaves(models[k][1]))}
   out["max_abs_logit"] = scale
   fns = {k: train_step_fn(cfg, m, p, batches[0], mesh) for k, (m, p) in models.items()}
@@ -124,13 +124,15 @@ def main(argv=None) -> int:
   return 0
 
 
-def loss(logits_list, batches) -> float:
-  """Mean next-token cross-entropy over the batches' weighted targets."""
+def eval_loss(cfg, m, params, batches, mesh) -> float:
+  """The eval loss of model `m` on the batches: training/step.py's eval step, as eval.py's."""
+  cfg = dataclasses.replace(cfg, model=m)
+  step = jax.jit(step_lib.make_eval_step(modelzoo.build(m), cfg))
   ce = w = 0.0
-  for lg, b in zip(logits_list, batches):
-    lp = jax.nn.log_softmax(lg.astype(jnp.float32), -1)
-    nll = -jnp.take_along_axis(lp, b["targets"][..., None], -1)[..., 0]
-    ce, w = ce + float((nll * b["weights"]).sum()), w + float(b["weights"].sum())
+  with sharding.activate(mesh):
+    for b in batches:
+      c, n, _ = step(params, b)
+      ce, w = ce + float(c), w + float(n)
   return ce / max(w, 1.0)
 
 

@@ -52,8 +52,9 @@ def check_convertible(m, to: str) -> None:
 def convert(m, params, to: str):
   """(model config, parameters) of the Pre-`to` model computing the same logits as `m`, `params`."""
   check_convertible(m, to)
-  flat = {k: np.asarray(v, np.float64) for k, v in flatten(params).items()}
-  dtype = np.asarray(next(iter(flatten(params).values()))).dtype
+  given = flatten(params)
+  dtype = next(iter(given.values())).dtype
+  flat = {k: v.astype(np.float64) for k, v in given.items()}
   D = m.d_model
   tables = ["embed.embedding"] + (["pos.embedding"] if m.pos == "learned" else [])
   layers = split_layers(flat, m)

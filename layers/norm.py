@@ -29,7 +29,8 @@ class Norm(nn.Module):
     if self.kind == "layernorm":
       x = x - x.mean(-1, keepdims=True)
     if self.kind == "crmsnorm":
-      ms = (jnp.sum(x * x, -1, keepdims=True) + jnp.sum(x, -1, keepdims=True) ** 2) / (x.shape[-1] + 1)
+      sum_sq = jnp.sum(x * x, -1, keepdims=True) + jnp.sum(x, -1, keepdims=True) ** 2
+      ms = sum_sq / (x.shape[-1] + 1)     # the dropped coordinate is -sum(x)
     else:
       ms = jnp.mean(x * x, -1, keepdims=True)
     x = x * jnp.reciprocal(jnp.sqrt(ms + self.eps))
