@@ -27,7 +27,7 @@ B = 24          # global batch: 6 rows per device on 4 devices (so the shard tes
 
 
 def _missing(platform):
-  return [m for m in hardware.NEEDS[platform] if importlib.util.find_spec(m) is None]
+  return hardware.missing(platform)
 
 
 needs_tpu = pytest.mark.skipif(bool(_missing("tpu")), reason="no TPU compiler (libtpu): "

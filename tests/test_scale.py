@@ -5,7 +5,6 @@ be laid out on, at the tokens per step its docstring gives. The slow suite compi
 its slice with the real TPU/GPU compiler (as train.py --aot) and fails unless it fits with
 HEADROOM of the HBM free; those tests skip, naming the extra, where the compiler is absent.
 """
-import importlib.util
 import math
 
 import pytest
@@ -54,7 +53,7 @@ def test_paper_config_fits_its_slice(name):
   from training import aot
   cfg = load(name)
   chip, _ = hardware.parse(cfg.mesh.topology)
-  if any(importlib.util.find_spec(m) is None for m in hardware.NEEDS[chip.platform]):
+  if hardware.missing(chip.platform):
     pytest.skip(f"no {chip.platform} compiler: {hardware.INSTALL[chip.platform]}")
 
   def lower(devices):

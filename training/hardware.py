@@ -51,6 +51,17 @@ INSTALL = {"tpu": "pip install -e '.[tpu]'", "cuda": "pip install -e '.[gpu-aot]
 NEEDS = {"tpu": ("libtpu",), "cuda": ("jax_cuda12_plugin", "nvidia.cuda_nvcc")}
 
 
+def missing(platform: str) -> list[str]:
+  """The modules of NEEDS[platform] that are not installed. find_spec("nvidia.cuda_nvcc") imports
+  the parent `nvidia` and raises when that is absent too: absent either way."""
+  def installed(m):
+    try:
+      return importlib.util.find_spec(m) is not None
+    except ModuleNotFoundError:
+      return False
+  return [m for m in NEEDS[platform] if not installed(m)]
+
+
 def chip_for_kind(device_kind: str) -> Chip | None:
   return next((c for c in CHIPS if any(k in device_kind for k in c.kinds)), None)
 
@@ -70,9 +81,9 @@ def parse(topology: str) -> tuple[Chip, str]:
 def topology_devices(topology: str) -> tuple[Chip, list]:
   """The chip and the devices of a named slice, without any accelerator on this host."""
   chip, shape = parse(topology)
-  missing = [m for m in NEEDS[chip.platform] if importlib.util.find_spec(m) is None]
-  if missing:
-    raise ConfigError(f"--aot {topology} needs the {chip.platform.upper()} compiler ({missing[0]} "
+  absent = missing(chip.platform)
+  if absent:
+    raise ConfigError(f"--aot {topology} needs the {chip.platform.upper()} compiler ({absent[0]} "
                       f"is not installed): {INSTALL[chip.platform]}")
   from jax.experimental import topologies
   try:
