@@ -245,6 +245,11 @@ def _quiet_abandoned_writes():
   prev = sys.unraisablehook
   if getattr(prev, "_seqzoo", False):
     return
+  # The same abandoned reads, when their futures are collected, log "Task/Future exception was
+  # never retrieved" with tensorstore's whole spec through asyncio's logger: dropped alike.
+  logging.getLogger("asyncio").addFilter(
+      lambda r: not ("exception was never retrieved" in str(r.msg) and "tensorstore" in
+                     r.getMessage()))
 
   def hook(u):
     if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
