@@ -99,7 +99,7 @@ def compile_for(args) -> int:
   from interop import stablehlo
   from training import aot
   aot.compile_on_this_host()
-  cfg = workdir_lib.read_config(Path(args.workdir))
+  cfg = params_io.served(workdir_lib.read_config(Path(args.workdir)))   # what export writes
   if args.dtype:
     cfg = base.apply_overrides(cfg, [f"model.param_dtype={args.dtype}"])
   seq_len, _ = seq_cache_len(args, cfg)
@@ -114,7 +114,7 @@ def export(args) -> dict:
   workdir, out = Path(args.workdir), Path(args.out)
   check_out(out, workdir, args.force)       # refuse before reading a checkpoint
   if args.format == "hf":
-    hf.hf_arch(workdir_lib.read_config(workdir).model)
+    hf.hf_arch(params_io.served(workdir_lib.read_config(workdir)).model)
   if args.format == "stablehlo":
     try:
       import flatbuffers  # noqa: F401 — jax.export's serializer needs it

@@ -144,7 +144,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     compiled = step_lib.jit_train_step(model, tx, schedule, cfg, state_sh, b_sh).lower(
         abstract_state, step_lib.batch_spec(cfg, b_sh)).compile()
-    eval_fn = jax.jit(step_lib.make_eval_step(model, cfg), in_shardings=(state_sh.params, b_sh))
+    eval_fn = jax.jit(step_lib.make_eval_step(model, cfg),
+                      in_shardings=(state_sh.params, b_sh, state_sh.buffers))
   n_params = metrics_lib.param_count(state.params)
   flops_tok = modelzoo.flops_per_token(cfg.model, n_params, cfg.data.seq_len)
   peak, peak_src = metrics_lib.device_peak_flops()
@@ -191,7 +192,8 @@ def main(argv=None) -> int:
         out.update(tokens_per_sec=tps, mfu=tps * flops_tok / (jax.device_count() * peak))
         pending, tic, toc_step = (step, out), time.time(), step
       if step % t.eval_every == 0 or step == t.steps:
-        last_eval = evaluate.evaluate(eval_fn, state.params, val, bpt, b_sh, mesh)
+        last_eval = evaluate.evaluate(lambda p, b: eval_fn(p, b, state.buffers), state.params,
+                                      val, bpt, b_sh, mesh)
         writer.write(step, last_eval)
         if lead:
           bar.write(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
@@ -215,7 +217,7 @@ def main(argv=None) -> int:
     return stopped_at(preempted, step, start, ckpt.dir)
   if lead and last_eval:
     log.info("done: step %d, %s", step, json.dumps({k: round(v, 4) for k, v in last_eval.items()}))
-  curves = evaluate.regression_curves(cfg, model, state.params, val, b_sh, mesh)
+  curves = evaluate.regression_curves(cfg, model, state.params, val, b_sh, mesh, state.buffers)
   if lead and curves is not None:      # in-context regression: error per context length
     (workdir / evaluate.REGRESSION_FILE).write_text(json.dumps({"step": step, **curves}))
     log.info("error per context length k (model / ols / gd / zero) in %s: %s", evaluate.REGRESSION_FILE,

@@ -71,7 +71,7 @@ def train_step_fn(cfg, m, params, batch, mesh):
   cfg = dataclasses.replace(cfg, model=m)
   model, (tx, schedule) = modelzoo.build(m), step_lib.make_optimizer(cfg.train)
   zero = jnp.zeros((), jnp.int32)
-  state = step_lib.TrainState(step=zero, params=params, opt_state=tx.init(params),
+  state = step_lib.TrainState(step=zero, params=params, buffers={}, opt_state=tx.init(params),
                               rng=jax.random.PRNGKey(0), bad_steps=zero, skipped=zero)
   step = jax.jit(step_lib.make_train_step(model, tx, schedule, cfg))
 

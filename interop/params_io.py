@@ -28,7 +28,7 @@ import modelzoo
 from configs import base
 from configs.base import ConfigError
 from data import pipeline, tokenize
-from layers import sharding
+from layers import sharding, sigma_reparam
 from training import step as step_lib
 from training import workdir as workdir_lib
 from training.checkpoint import Checkpointer
@@ -78,12 +78,13 @@ def restore_params(workdir: Path, step: int | None = None, param_dtype: str | No
   with the model's logical shardings on `mesh` (default: the run's own, workdir.restore_mesh),
   through the checkpointer's one restore (checksums verified, a bad checkpoint skipped for the
   previous one, the workdir left as it is), then cast to `param_dtype` (e.g. "bfloat16" for
-  serving). The config's param_dtype is updated; its mesh stays the run's."""
+  serving). The config's param_dtype is updated; its mesh stays the run's. A σReparam run comes
+  back folded (`served`): kernels gamma / sigma(W) * W, the config without σReparam."""
   workdir = Path(workdir)
   cfg = workdir_lib.read_config(workdir)
   if mesh is None:
     mesh = workdir_lib.restore_mesh(cfg)
-  stored = workdir_lib.param_target(cfg.model, cfg.data.seq_len, mesh)   # as the run saved them
+  stored, buffers = workdir_lib.variable_targets(cfg.model, cfg.data.seq_len, mesh)  # as saved
   if param_dtype is not None:
     cfg = base.apply_overrides(cfg, [f"model.param_dtype={param_dtype}"])
     base.validate(workdir_lib.on_mesh(cfg, mesh), mesh.size)
@@ -94,12 +95,25 @@ def restore_params(workdir: Path, step: int | None = None, param_dtype: str | No
       raise ConfigError(f"--workdir {workdir}: no checkpoint in {ckpt.dir}")
     if step is not None and step not in steps:
       raise ConfigError(f"--step {step}: no such checkpoint in {ckpt.dir} (have {steps})")
-    step, params = ckpt.restore_params(stored, step, allow_unverified)
+    step, params, buffers = ckpt.restore_params(stored, step, allow_unverified, buffers)
   finally:
     ckpt.close()
+  if buffers:
+    cfg = served(cfg)
+    params = jax.jit(sigma_reparam.fold, out_shardings=jax.tree.map(
+        lambda t: t.sharding, workdir_lib.param_target(cfg.model, cfg.data.seq_len, mesh)))(
+            params, buffers)
   if param_dtype is not None:
     params = cast(params, workdir_lib.param_target(cfg.model, cfg.data.seq_len, mesh))
   return cfg, step, params
+
+
+def served(cfg: base.Config) -> base.Config:
+  """The config of what restore_params returns: the same function, without model state that
+  only training updates (σReparam's kernels come folded, so HF and StableHLO need no u, v)."""
+  if getattr(cfg.model, "sigma_reparam", False):
+    return base.apply_overrides(cfg, ["model.sigma_reparam=false"])
+  return cfg
 
 
 def cast(params, target):
@@ -206,7 +220,8 @@ def write_run(workdir: Path, cfg: base.Config, params, tokenizer_src: Path | Non
   # the model's kernels in init run per shard.
   with sharding.activate(mesh):
     state = make(rng).replace(params=params)
-    state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sh.opt_state)(params))
+    state = state.replace(buffers=jax.jit(sigma_reparam.exact)(params, state.buffers),
+                          opt_state=jax.jit(tx.init, out_shardings=state_sh.opt_state)(params))
   (workdir / "config.json").write_text(base.to_json(cfg))
   conf = workdir / "imported_config.py"
   conf.write_text(CONFIG_FILE.format(config=pprint.pformat(base.to_dict(cfg), sort_dicts=False)))

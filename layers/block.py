@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from layers import stats
+from layers import sigma_reparam, stats
 from layers.sharding import constrain, param
 
 ACT = ("batch", "length", "act_embed")
@@ -140,9 +140,10 @@ def stack(layers: typing.Sequence, *, scan: bool = True, remat: str = "none",
   """`layers` (one factory per layer) applied in order; returns a callable (x, *args) -> x.
 
   scan: one nn.scan over `layers`, which must be one factory repeated ([f] * n): one compiled
-  body whatever the depth, named `name`; its parameters, cache, sown intermediates and stats get
-  the leading `layers` axis. Otherwise unrolled, layer i named names[i] (default f"{name}_{i}").
-  Each layer returns (x, None), flax's scan convention; x may be a tuple (several streams).
+  body whatever the depth, named `name`; its parameters, cache, sown intermediates, stats and
+  σReparam's u, v get the leading `layers` axis. Otherwise unrolled, layer i named names[i]
+  (default f"{name}_{i}"). Each layer returns (x, None), flax's scan convention; x may be a tuple
+  (several streams).
   remat: none | full | dots (REMAT_POLICIES), per layer.
   """
   if scan and any(f is not layers[0] for f in layers):
@@ -154,7 +155,8 @@ def stack(layers: typing.Sequence, *, scan: bool = True, remat: str = "none",
     return nn.remat(f.func, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
   if scan:
     f = layers[0]
-    body = nn.scan(cls(f), variable_axes={"params": 0, "cache": 0, "intermediates": 0, "stats": 0},
+    body = nn.scan(cls(f), variable_axes={"params": 0, "cache": 0, "intermediates": 0, "stats": 0,
+                                           sigma_reparam.COLLECTION: 0},
                    split_rngs={"params": True}, in_axes=nn.broadcast, length=len(layers),
                    metadata_params={nn.PARTITION_NAME: "layers"})(*f.args, name=name, **f.keywords)
     return lambda x, *args: body(x, *args)[0]

@@ -101,12 +101,14 @@ class Dense(nn.Module):
     return y
 
   def reparam(self, w_KN, shape):
-    """gamma / sigma(W) * W, with u, v (not trained) beside the kernel."""
-    n_in = self.n_in
-    u = self.param(sigma_reparam.U, param(lambda *_: sigma_reparam.init_uv(w_KN)[0].reshape(
-        shape[:n_in]), self.names[:n_in]), shape[:n_in], jnp.float32)
-    v = self.param(sigma_reparam.V, param(lambda *_: sigma_reparam.init_uv(w_KN)[1].reshape(
-        shape[n_in:]), self.names[n_in:]), shape[n_in:], jnp.float32)
+    """gamma / sigma(W) * W, with u, v in their own collection (not trained; the train step's
+    power iteration updates them)."""
+    n_in, (u0, v0) = self.n_in, (None, None)
+    if self.is_initializing():
+      u0, v0 = sigma_reparam.init_uv(w_KN)
+    u = self.variable(sigma_reparam.COLLECTION, "u", param(lambda: u0.reshape(shape[:n_in]),
+                                                           self.names[:n_in]))
+    v = self.variable(sigma_reparam.COLLECTION, "v", param(lambda: v0.reshape(shape[n_in:]),
+                                                           self.names[n_in:]))
     gamma = self.param(sigma_reparam.GAMMA, param(nn.initializers.ones, ()), (), jnp.float32)
-    s = sigma_reparam.sigma(w_KN, u.reshape(-1), v.reshape(-1))
-    return (w_KN.astype(jnp.float32) * (gamma / s)).astype(w_KN.dtype)
+    return sigma_reparam.reparam(w_KN, u.value.reshape(-1), v.value.reshape(-1), gamma)

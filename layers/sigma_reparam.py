@@ -4,11 +4,12 @@ gamma a learned scalar (1 at init, the paper's).
 
 sigma(W) = u^T W v with u, v W's leading singular vectors: exact at init (an SVD of the initial
 kernel), then refreshed by one power iteration per train step (`power_iteration`, run by the train
-step on the updated parameters), as the paper's implementation does. u and v live beside the kernel
-in the parameter tree as `sigma_u` [in dims] and `sigma_v` [out dims] but are not trained: the
-forward reads them through stop_gradient (zero gradient; the optimizer's decay mask skips them, so
-Adam leaves them exactly unchanged), and only the power iteration writes them. They checkpoint and
-resume with the parameters, bitwise, and evaluation and export read the same values.
+step on the updated kernels), as the paper's implementation does. u and v are not parameters: they
+live in their own variable collection, COLLECTION ("sigma_reparam"), at the kernel's module path,
+as `u` [in dims] and `v` [out dims]. The forward reads them (through stop_gradient); only the
+power iteration writes them. The train state carries the collection beside the parameters
+(TrainState.buffers), so it checkpoints and resumes bitwise. Evaluation and export read the folded
+kernels W_hat (`fold`): the same function, no collection needed.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-U, V, GAMMA = "sigma_u", "sigma_v", "sigma_gamma"
+COLLECTION, GAMMA = "sigma_reparam", "sigma_gamma"
 
 
 def _unit(x):
@@ -37,29 +38,66 @@ def sigma(w_KN, u_K, v_N):
   return jnp.einsum("k,kn,n->", u_K, w_KN.astype(jnp.float32), v_N)
 
 
+def reparam(w_KN, u_K, v_N, gamma):
+  """gamma / sigma(W) * W, in W's dtype: what the layer multiplies by."""
+  return (w_KN.astype(jnp.float32) * (gamma / sigma(w_KN, u_K, v_N))).astype(w_KN.dtype)
+
+
 def _iterate(w_KN, u_K):
   v_N = _unit(u_K @ w_KN)
   return _unit(w_KN @ v_N), v_N
 
 
-def power_iteration(params):
-  """One power iteration for every kernel with `sigma_u`/`sigma_v` beside it (any leading stack
-  axes, e.g. nn.scan's layer axis): v <- W^T u / |W^T u|, u <- W v / |W v|."""
-  flat = flax.traverse_util.flatten_dict(params)
-  out = dict(flat)
-  for path, u in flat.items():
-    if path[-1] != U:
+def _each_kernel(params, buffers, f):
+  """f(w [K, N], u [K], v [N], gamma) -> tuple, vmapped over any leading stack axes (nn.scan's
+  layer axis), for each kernel with u, v in `buffers` ({collection: tree}, TrainState.buffers).
+  Yields the module path, (u, v, kernel) as stored, and f's outputs with the stack axes in front."""
+  p = flax.traverse_util.flatten_dict(params)
+  uv = flax.traverse_util.flatten_dict(buffers.get(COLLECTION, {}))
+  for path, u in uv.items():
+    if path[-1] != "u":
       continue
-    w, v = flat[path[:-1] + ("kernel",)], flat[path[:-1] + (V,)]
-    lead = u.ndim + v.ndim - w.ndim                   # stacked layers
+    mod = path[:-1]
+    w, v = p[mod + ("kernel",)], uv[mod + ("v",)]
+    lead = u.ndim + v.ndim - w.ndim
     K, N = math.prod(u.shape[lead:]), math.prod(v.shape[lead:])
-    w2 = w.reshape(*w.shape[:lead], K, N).astype(jnp.float32)
-    u2 = u.reshape(*u.shape[:lead], K).astype(jnp.float32)
-    f = _iterate
+    g = f
     for _ in range(lead):
-      f = jax.vmap(f)
-    u_new, v_new = f(w2, u2)
-    out[path] = u_new.reshape(u.shape).astype(u.dtype)
-    out[path[:-1] + (V,)] = v_new.reshape(v.shape).astype(v.dtype)
-  return flax.traverse_util.unflatten_dict(out)
+      g = jax.vmap(g)
+    yield mod, (u, v, w), g(w.reshape(*w.shape[:lead], K, N), u.reshape(*u.shape[:lead], K),
+                            v.reshape(*v.shape[:lead], N), p[mod + (GAMMA,)])
 
+
+def _new_uv(params, buffers, f):
+  """`buffers` with (u, v) <- f(w, u, v, gamma) for every kernel; as they are without σReparam."""
+  if COLLECTION not in buffers:
+    return buffers
+  out = flax.traverse_util.flatten_dict(buffers[COLLECTION])
+  for mod, (u, v, _), (u_new, v_new) in _each_kernel(params, buffers, f):
+    out[mod + ("u",)] = u_new.reshape(u.shape).astype(u.dtype)
+    out[mod + ("v",)] = v_new.reshape(v.shape).astype(v.dtype)
+  return {**buffers, COLLECTION: flax.traverse_util.unflatten_dict(out)}
+
+
+def power_iteration(params, buffers):
+  """`buffers` after one power iteration on the kernels in `params`:
+  v <- W^T u / |W^T u|, u <- W v / |W v|."""
+  return _new_uv(params, buffers, lambda w, u, v, g: _iterate(w.astype(jnp.float32),
+                                                              u.astype(jnp.float32)))
+
+
+def exact(params, buffers):
+  """`buffers` with every u, v the exact singular vectors of the kernels in `params` (an SVD):
+  for a run written from parameters trained elsewhere (params_io.write_run)."""
+  return _new_uv(params, buffers, lambda w, u, v, g: init_uv(w))
+
+
+def fold(params, buffers):
+  """The parameters of the same model without σReparam: each kernel replaced by
+  gamma / sigma(W) * W, gamma dropped (model.sigma_reparam=false reads them)."""
+  out = flax.traverse_util.flatten_dict(params)
+  for mod, (_, _, w), (w_hat,) in _each_kernel(params, buffers,
+                                                lambda w, u, v, g: (reparam(w, u, v, g),)):
+    out[mod + ("kernel",)] = w_hat.reshape(w.shape)
+    del out[mod + (GAMMA,)]
+  return flax.traverse_util.unflatten_dict(out)

@@ -17,6 +17,16 @@ from layers.embed import Embed
 from layers.mlp import MLP
 from layers.norm import Norm
 from layers.sharding import constrain
+from layers.sigma_reparam import COLLECTION as SIGMA_REPARAM
+
+# Variable collections that are model state but not trained (TrainState.buffers): the train step
+# updates them itself, checkpoints carry them.
+BUFFERS = (SIGMA_REPARAM,)
+
+
+def buffers(variables: dict) -> dict:
+  """The BUFFERS collections of a model's variables ({} for most models)."""
+  return {k: variables[k] for k in BUFFERS if k in variables}
 
 
 def dtypes(m) -> dict:

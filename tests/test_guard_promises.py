@@ -47,7 +47,7 @@ def one_step(tx, overrides=()):
   model = modelzoo.build(cfg.model)
   params = nn.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))["params"]
   zero = jnp.zeros((), jnp.int32)
-  state = step_lib.TrainState(step=zero, params=params, opt_state=tx.init(params),
+  state = step_lib.TrainState(step=zero, params=params, buffers={}, opt_state=tx.init(params),
                               rng=jax.random.PRNGKey(0), bad_steps=zero, skipped=zero)
   x = np.random.default_rng(0).integers(0, 8, (4, 9)).astype(np.int32)
   batch = {"inputs": x[:, :-1], "targets": x[:, 1:], "weights": np.ones((4, 8), np.float32),

@@ -13,7 +13,8 @@ TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=6
         "data.seq_len=32", "train.batch_size=32", "train.warmup_steps=1", "mesh.data=8"]
 
 
-def run(overrides, steps=2, n_devices=None):
+def run(overrides, steps=2, n_devices=None, full=False):
+  """(metrics per step, final params; with full=True the whole final train state)."""
   cfg = base.load("configs/quickstart.py", TINY + overrides)
   devices = jax.devices()[:n_devices]
   mesh = sharding.make_mesh(base.mesh_shape(cfg.mesh, len(devices)), devices)
@@ -33,7 +34,7 @@ def run(overrides, steps=2, n_devices=None):
              "positions": np.broadcast_to(np.arange(32, dtype=np.int32), (B, 32))}
     state, m = step(state, distributed.to_global(batch, b_sh))
     out.append(jax.device_get(m))
-  return out, jax.device_get(state.params)
+  return out, jax.device_get(state if full else state.params)
 
 
 def test_grad_accumulation_equals_one_big_batch_and_bf16_tracks_fp32():

@@ -111,7 +111,8 @@ class Checkpointer:
 
   def check_compatible(self, abstract_state, params_only: bool = False) -> None:
     """ConfigError if the newest readable checkpoint holds arrays of other shapes (another model).
-    params_only: `abstract_state` is {"params": ...}; only its arrays are compared."""
+    params_only: `abstract_state` is {"params": ..., "buffers": ...}; only its arrays are
+    compared."""
     for s in sorted(self.mngr.all_steps(), reverse=True):
       try:
         meta = self.mngr.item_metadata(s)["state"]
@@ -139,13 +140,14 @@ class Checkpointer:
     return self._restore(abstract_state, step, allow_unverified, params_only=False)
 
   def restore_params(self, abstract_params, step: int | None = None,
-                     allow_unverified: bool = False):
-    """Only the parameters (neither optimizer nor data state is read): (step, params), or
-    (None, None) if there is no checkpoint. `abstract_params` gives the shardings and must have
-    the dtypes the run saved (the checksums are of the stored bits: cast after restoring)."""
-    s, tree, _ = self._restore({"params": abstract_params}, step, allow_unverified,
-                               params_only=True)
-    return s, None if tree is None else tree["params"]
+                     allow_unverified: bool = False, abstract_buffers: dict | None = None):
+    """Only the parameters and the model's buffers (TrainState.buffers; neither optimizer nor
+    data state is read): (step, params, buffers), or (None, None, None) if there is no
+    checkpoint. The abstract trees give the shardings and must have the dtypes the run saved (the
+    checksums are of the stored bits: cast after restoring)."""
+    target = {"params": abstract_params, "buffers": abstract_buffers or {}}
+    s, tree, _ = self._restore(target, step, allow_unverified, params_only=True)
+    return (s, None, None) if tree is None else (s, tree["params"], tree["buffers"])
 
   def _restore(self, target, step, allow_unverified: bool, params_only: bool):
     """The one restore: newest first, each read and verified; a bad one is named and skipped
@@ -187,7 +189,7 @@ class Checkpointer:
     # its shardings, and partial_restore reads only the arrays `target` names.
     with ocp.PyTreeCheckpointer() as ckptr:
       tree = ckptr.restore(self.dir / str(s) / "state", args=ocp.args.PyTreeRestore(
-          item=target, partial_restore=params_only,
+          item=target, partial_restore=True,   # params only; or a run saved before buffers
           restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
     items = {"checksum": ocp.args.JsonRestore()} if (self.dir / str(s) / "checksum").is_dir() else {}
     if not params_only:
@@ -297,7 +299,7 @@ def _verify(tree, data_state: dict | None, stored: dict, params_only: bool) -> N
   tree is compared with the params' entries; a stored dict without DATA_KEY (saved before it
   existed) verifies the arrays only."""
   if params_only:       # stored names are the TrainState's: .params['embed']['embedding']
-    got = {".params" + k: v for k, v in checksums(tree["params"]).items()}
+    got = {f".{top}{k}": v for top in tree for k, v in checksums(tree[top]).items()}
     names = set(got)
   else:
     got = checksums(tree)

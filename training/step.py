@@ -28,6 +28,7 @@ from training.checkpoint import abstract_like
 class TrainState:
   step: jax.Array
   params: dict
+  buffers: dict                  # the model's untrained variables (common.BUFFERS), or {}
   opt_state: optax.OptState
   rng: jax.Array
   bad_steps: jax.Array           # consecutive non-finite updates skipped
@@ -87,7 +88,8 @@ def per_layer(stats_tree, name: str) -> jax.Array:
 
 
 def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False,
-              logit_scale: float = 1.0, answers: bool = False, stats: tuple[str, ...] = ()):
+              logit_scale: float = 1.0, answers: bool = False, stats: tuple[str, ...] = (),
+              buffers: dict | None = None):
   """(loss sum, z-loss sum, weight sum, extra sums) over the batch; the loss is sum / weights.
 
   Token inputs (int [B, T]): token cross-entropy, and the z-loss term. Real-valued inputs (float
@@ -97,8 +99,9 @@ def loss_sums(model, params, batch, z_loss: float = 0.0, pack: bool = False,
   "correct" (argmax == target, weighted), "seqs_right" (sequences with every answer right) and
   "seqs" (sequences with an answer); otherwise the extra sums are {} (nothing computed).
   logit_scale multiplies every attention logit (eval.py --logit-scale; 1 in training).
-  stats: names of per-layer statistics (STATS' values) returned in extra as "stat:<name>"."""
-  out = model.apply({"params": params}, batch["inputs"], batch["positions"],
+  stats: names of per-layer statistics (STATS' values) returned in extra as "stat:<name>".
+  buffers: TrainState.buffers (σReparam's u, v), read, not differentiated."""
+  out = model.apply({"params": params, **(buffers or {})}, batch["inputs"], batch["positions"],
                     batch["segment_ids"] if pack else None, logit_scale=logit_scale,
                     mutable=["stats"] if stats else False)
   if stats:
@@ -165,26 +168,27 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
   acc = measures_accuracy(cfg)
   stats = logged_stats(t)
 
-  def objective(params, batch):
+  def objective(params, batch, buffers):
     ce, z, w, extra = loss_sums(model, params, batch, t.z_loss, cfg.data.pack, answers=acc,
-                                stats=stats)
+                                stats=stats, buffers=buffers)
     return ce + z, (ce, w, extra)
 
   grad_fn = jax.value_and_grad(objective, has_aux=True)
 
   def train_step(state: TrainState, batch):
     if A == 1:
-      (_, (ce, w, extra)), grads = grad_fn(state.params, batch)
+      (_, (ce, w, extra)), grads = grad_fn(state.params, batch, state.buffers)
     else:
       # Micro-batch a takes rows a, a+A, ...: every device keeps an equal share of each micro-batch.
       micro = jax.tree.map(lambda x: x.reshape(-1, A, *x.shape[1:]).swapaxes(0, 1), batch)
 
       def accumulate(carry, mb):
-        (_, sums_i), g_i = grad_fn(state.params, mb)
+        (_, sums_i), g_i = grad_fn(state.params, mb, state.buffers)
         g, sums = carry
         return (jax.tree.map(jnp.add, g, g_i), jax.tree.map(jnp.add, sums, sums_i)), None
       zeros = jax.tree.map(jnp.zeros_like, state.params)
-      extra_shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro))
+      extra_shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro),
+                                   state.buffers)
       no_sums = (0.0, 0.0, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                                         extra_shapes[0][1][2]))
       (grads, (ce, w, extra)), _ = jax.lax.scan(accumulate, (zeros, no_sums), micro)
@@ -192,16 +196,18 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
     grads = jax.tree.map(lambda g: g / w, grads)
     loss, grad_norm = ce / w, optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
     # σReparam's u, v (if any) take their power iteration on the updated kernels.
-    params = sigma_reparam.power_iteration(optax.apply_updates(state.params, updates))
+    buffers = sigma_reparam.power_iteration(params, state.buffers)
     # A non-finite loss, gradient, or updated state skips the update inside the step (no host
     # sync). The state is checked too: Adam with eps=0 turns a zero gradient into 0/0 = NaN
     # parameters while loss and gradient norm look fine.
-    state_ok = all_finite((params, opt_state))
+    state_ok = all_finite((params, buffers, opt_state))
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & state_ok
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
     bad = jnp.where(ok, 0, state.bad_steps + 1)
     new = TrainState(step=state.step + 1, params=keep(params, state.params),
+                     buffers=keep(buffers, state.buffers),
                      opt_state=keep(opt_state, state.opt_state), rng=state.rng,
                      bad_steps=bad, skipped=state.skipped + (~ok).astype(jnp.int32))
     metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
@@ -214,12 +220,14 @@ def make_train_step(model, tx, schedule, cfg: base.Config):
 
 
 def make_eval_step(model, cfg: base.Config, logit_scale: float = 1.0):
-  """(params, batch) -> (summed loss: token NLL or squared error, summed weights, loss_sums' extra
-  sums: accuracy's for a token task, else {}), attention logits x logit_scale."""
+  """(params, batch, buffers=None) -> (summed loss: token NLL or squared error, summed weights,
+  loss_sums' extra sums: accuracy's for a token task, else {}), attention logits x logit_scale.
+  buffers: the train state's (σReparam's u, v); restored runs come folded and need none."""
   acc = measures_accuracy(cfg)
 
-  def eval_step(params, batch):
-    ce, _, w, extra = loss_sums(model, params, batch, 0.0, cfg.data.pack, logit_scale, answers=acc)
+  def eval_step(params, batch, buffers=None):
+    ce, _, w, extra = loss_sums(model, params, batch, 0.0, cfg.data.pack, logit_scale, answers=acc,
+                                buffers=buffers)
     return ce, w, extra
   return eval_step
 
@@ -227,9 +235,10 @@ def make_eval_step(model, cfg: base.Config, logit_scale: float = 1.0):
 def init_state(model, tx, cfg: base.Config, mesh):
   """Params and optimizer state created directly with their shardings (never on one device)."""
   def init_fn(rng):
-    params = model.init(rng, common.dummy_inputs(cfg.model, cfg.data.seq_len))["params"]
+    variables = model.init(rng, common.dummy_inputs(cfg.model, cfg.data.seq_len))
+    params, buffers = variables["params"], common.buffers(variables)
     zero = jnp.zeros((), jnp.int32)
-    return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=rng,
+    return TrainState(step=zero, params=params, buffers=buffers, opt_state=tx.init(params), rng=rng,
                       bad_steps=zero, skipped=zero)
 
   rng = jax.random.PRNGKey(cfg.train.seed)

@@ -144,9 +144,17 @@ def on_mesh(cfg: base.Config, mesh: jax.sharding.Mesh) -> base.Config:
 
 def param_target(model_cfg, seq_len: int, mesh: jax.sharding.Mesh) -> dict:
   """ShapeDtypeStructs of the parameters with the model's logical shardings on `mesh`."""
+  return variable_targets(model_cfg, seq_len, mesh)[0]
+
+
+def variable_targets(model_cfg, seq_len: int, mesh: jax.sharding.Mesh) -> tuple[dict, dict]:
+  """(params, buffers) as param_target; buffers as TrainState.buffers holds them ({} for most
+  models; σReparam's u, v)."""
   model = modelzoo.build(model_cfg)
   boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                            common.dummy_inputs(model_cfg, seq_len))["params"])
+                                            common.dummy_inputs(model_cfg, seq_len)))
+  boxed = {"params": boxed["params"], "buffers": common.buffers(boxed)}
   shardings = sharding.shardings(boxed, mesh)
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      flax.linen.unbox(boxed), shardings)
+  out = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                     flax.linen.unbox(boxed), shardings)
+  return out["params"], out["buffers"]
