@@ -75,6 +75,28 @@ def test_cpu_set_up_after_jax_started_reports_instead_of_changing_devices():
   assert unapplied == [f"--{k}={v}" for k, v in platform_cpu.CPU_XLA_FLAGS.items()]
 
 
+def test_a_host_peak_cached_too_low_is_raised_by_the_next_measurement(tmp_path, monkeypatch):
+  """A peak first measured on a busy host (here 1 GFLOP/s: MFU would read far over 100%) is
+  replaced by the next process's faster run; a higher cached peak is kept."""
+  import json
+  from training import platform_cpu
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  f = tmp_path / "seqzoo" / platform_cpu.PEAK_FILE
+  platform_cpu.host_peak.cache_clear()
+  try:
+    fresh = platform_cpu.host_peak()             # no entry: the full measurement
+    (key, entry), = json.loads(f.read_text()).items()
+    assert entry["flops"] == fresh > 1e9
+    f.write_text(json.dumps({key: {"flops": 1e9, "time": 0}}))
+    platform_cpu.host_peak.cache_clear()
+    assert platform_cpu.host_peak() > 1e9 and json.loads(f.read_text())[key]["flops"] > 1e9
+    f.write_text(json.dumps({key: {"flops": 1e18, "time": 0}}))
+    platform_cpu.host_peak.cache_clear()
+    assert platform_cpu.host_peak() == 1e18
+  finally:
+    platform_cpu.host_peak.cache_clear()
+
+
 def test_mesh_minus_one_takes_the_rest():
   assert base.mesh_shape(base.MeshConfig(data=-1, fsdp=2, tensor=2), 8) == dict(data=2, fsdp=2, tensor=2)
 

@@ -19,6 +19,7 @@ TPU or GPU host never gets these flags, the allocator setting or the kernel buil
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import json
 import os
@@ -120,7 +121,6 @@ def start(model_cfg=None) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # The host's peak FLOP/s, for MFU (the chips' peaks are a table: training/hardware.py).
 
-PEAK_MAX_AGE_S = 7 * 24 * 3600     # re-measured weekly: a host first measured while busy recovers
 PEAK_ROUNDS, PEAK_REPS, PEAK_N = 5, 10, 1024
 PEAK_FILE = "cpu_peak.json"
 
@@ -128,16 +128,18 @@ PEAK_FILE = "cpu_peak.json"
 def measured_peak() -> tuple[float, str]:
   """(FLOP/s per JAX device, how): the host's measured peak (host_peak) shared by its devices."""
   n = jax.local_device_count()
-  return host_peak() / n, (f"cpu: measured peak, f32 matmul best of {PEAK_ROUNDS * PEAK_REPS} "
-                           f"runs, / {n} device{'s' * (n > 1)}")
+  return host_peak() / n, (f"cpu: measured peak, the best f32 matmul timed on this host, / {n} "
+                           f"device{'s' * (n > 1)}")
 
 
+@functools.cache
 def host_peak() -> float:
-  """FLOP/s of a jitted float32 PEAK_N² matmul on this host, the fastest of PEAK_ROUNDS x PEAK_REPS
-  runs spread over a second, so that a busy moment does not lower it. Cached per machine (CPU
-  model, cores, JAX version, devices) as the best measured so far, re-measured when over a week
-  old. An f32 matmul peak, not a datasheet figure: MFU against it says how close the step comes
-  to what XLA:CPU's best kernel does here."""
+  """FLOP/s of a jitted float32 PEAK_N² matmul on this host: the fastest run ever measured here.
+  Cached per machine (CPU model, cores, JAX version, devices). With no entry, PEAK_ROUNDS x
+  PEAK_REPS runs spread over a second; then each process times one more round (~0.1 s) and keeps
+  the best, so a first measurement taken while the host was busy (too low a peak: MFU over
+  100%) is corrected by the next run on a quieter host. An f32 matmul peak, not a datasheet
+  figure: MFU against it says how close the step comes to what XLA:CPU's best kernel does here."""
   cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seqzoo" / PEAK_FILE
   key = (f"{cpu_info().get('model name', '?')}|{os.cpu_count()} cpus|jax {jax.__version__}|"
          f"{jax.local_device_count()} devices|n{PEAK_N}")
@@ -147,9 +149,10 @@ def host_peak() -> float:
   except (OSError, ValueError):
     table = {}
   entry = table.get(key) if isinstance(table.get(key), dict) else {}
-  if time.time() - entry.get("time", 0) > PEAK_MAX_AGE_S:
-    entry = {"flops": max(_matmul_flops(), entry.get("flops", 0.0)), "time": time.time()}
-    table[key] = entry
+  known = float(entry.get("flops", 0.0))
+  flops = _matmul_flops(PEAK_ROUNDS if known <= 0 else 1)
+  if flops > known:
+    table[key] = {"flops": flops, "time": time.time()}
     try:
       cache.parent.mkdir(parents=True, exist_ok=True)
       tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
@@ -157,21 +160,22 @@ def host_peak() -> float:
       tmp.replace(cache)
     except OSError:
       pass
-  return entry["flops"]
+  return max(flops, known)
 
 
-def _matmul_flops() -> float:
+def _matmul_flops(rounds: int) -> float:
   import jax.numpy as jnp
   a = jnp.ones((PEAK_N, PEAK_N), jnp.float32)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
   best = float("inf")
-  for _ in range(PEAK_ROUNDS):
+  for r in range(rounds):
     for _ in range(PEAK_REPS):
       t = time.perf_counter()
       f(a).block_until_ready()
       best = min(best, time.perf_counter() - t)
-    time.sleep(0.2)                 # spread the rounds out: other work on the host comes and goes
+    if r + 1 < rounds:
+      time.sleep(0.2)               # spread the rounds out: other work on the host comes and goes
   return 2 * PEAK_N**3 / best
 
 
