@@ -220,8 +220,7 @@ def write_run(workdir: Path, cfg: base.Config, params, tokenizer_src: Path | Non
   # the model's kernels in init run per shard.
   with sharding.activate(mesh):
     state = make(rng).replace(params=params)
-    state = state.replace(buffers=jax.jit(sigma_reparam.exact)(params, state.buffers),
-                          opt_state=jax.jit(tx.init, out_shardings=state_sh.opt_state)(params))
+    state = state.replace(opt_state=jax.jit(tx.init, out_shardings=state_sh.opt_state)(params))
   (workdir / "config.json").write_text(base.to_json(cfg))
   conf = workdir / "imported_config.py"
   conf.write_text(CONFIG_FILE.format(config=pprint.pformat(base.to_dict(cfg), sort_dicts=False)))

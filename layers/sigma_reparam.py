@@ -68,28 +68,17 @@ def _each_kernel(params, buffers, f):
                             v.reshape(*v.shape[:lead], N), p[mod + (GAMMA,)])
 
 
-def _new_uv(params, buffers, f):
-  """`buffers` with (u, v) <- f(w, u, v, gamma) for every kernel; as they are without σReparam."""
+def power_iteration(params, buffers):
+  """`buffers` after one power iteration on the kernels in `params`:
+  v <- W^T u / |W^T u|, u <- W v / |W v|. Without σReparam, `buffers` as they are."""
   if COLLECTION not in buffers:
     return buffers
   out = flax.traverse_util.flatten_dict(buffers[COLLECTION])
-  for mod, (u, v, _), (u_new, v_new) in _each_kernel(params, buffers, f):
+  step = lambda w, u, v, g: _iterate(w.astype(jnp.float32), u.astype(jnp.float32))
+  for mod, (u, v, _), (u_new, v_new) in _each_kernel(params, buffers, step):
     out[mod + ("u",)] = u_new.reshape(u.shape).astype(u.dtype)
     out[mod + ("v",)] = v_new.reshape(v.shape).astype(v.dtype)
   return {**buffers, COLLECTION: flax.traverse_util.unflatten_dict(out)}
-
-
-def power_iteration(params, buffers):
-  """`buffers` after one power iteration on the kernels in `params`:
-  v <- W^T u / |W^T u|, u <- W v / |W v|."""
-  return _new_uv(params, buffers, lambda w, u, v, g: _iterate(w.astype(jnp.float32),
-                                                              u.astype(jnp.float32)))
-
-
-def exact(params, buffers):
-  """`buffers` with every u, v the exact singular vectors of the kernels in `params` (an SVD):
-  for a run written from parameters trained elsewhere (params_io.write_run)."""
-  return _new_uv(params, buffers, lambda w, u, v, g: init_uv(w))
 
 
 def fold(params, buffers):
