@@ -59,7 +59,7 @@ def _each_kernel(params, buffers, f):
       continue
     mod = path[:-1]
     w, v = p[mod + ("kernel",)], uv[mod + ("v",)]
-    lead = u.ndim + v.ndim - w.ndim
+    lead = u.ndim + v.ndim - w.ndim                   # stacked layers
     K, N = math.prod(u.shape[lead:]), math.prod(v.shape[lead:])
     g = f
     for _ in range(lead):

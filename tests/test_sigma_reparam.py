@@ -9,7 +9,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 import entry
@@ -19,7 +18,8 @@ from interop import params_io
 from layers import sigma_reparam as sr
 from layers.dense import Dense
 from tests.test_step import run
-from training.checkpoint import Checkpointer
+from tests.test_faults import saved
+from training.workdir import checkpoint_steps
 
 X = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4, 6))
 C = sr.COLLECTION
@@ -100,16 +100,6 @@ TINY_RUN = ["--config", "configs/quickstart.py", "model.d_model=32", "model.n_la
             "ckpt.every=5", "ckpt.keep=10", "train.eval_steps=2", "data.source=text"]
 
 
-def saved_state(workdir):
-  """(step, the newest checkpoint's train state as saved): enough to compare bits."""
-  ck = Checkpointer(workdir, 1, 10)
-  step = ck.steps()[-1]
-  restored = ck.mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
-  ck.close()
-  return step, restored["state"]
-
-
 def test_u_v_checkpoint_and_resume_bitwise(tmp_path, corpus, capsys):
   """u and v are state the run carries: a σReparam run resumed from its step-5 checkpoint ends
   at step 10 with the same parameters and u, v, bit for bit, as one that never stopped."""
@@ -121,8 +111,8 @@ def test_u_v_checkpoint_and_resume_bitwise(tmp_path, corpus, capsys):
   capsys.readouterr()
   assert entry.train([*argv, "--workdir", str(resumed)]) == 0
   assert "resumed from step 5" in capsys.readouterr().out
-  (s1, a), (s2, b) = saved_state(ref), saved_state(resumed)
-  assert s1 == s2 == 10
+  assert checkpoint_steps(ref)[-1] == checkpoint_steps(resumed)[-1] == 10
+  a, b = saved(ref), saved(resumed)
   names = ["/".join(k) for k in flax.traverse_util.flatten_dict(a["buffers"])]
   assert names and all(n.startswith(C + "/") and n[-1] in "uv" for n in names)
   jax.tree.map(np.testing.assert_array_equal, (a["params"], a["buffers"]),
@@ -145,7 +135,7 @@ def test_eval_and_exports_read_the_folded_model(tmp_path, corpus, capsys):
                        "--out", str(tmp_path / "st")]) == 0
   cfg, flat = params_io.load_safetensors(tmp_path / "st")
   assert not cfg.model.sigma_reparam
-  _, st = saved_state(wd)
+  st = saved(wd)
   x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 16)), jnp.int32)
   run_cfg = base.apply_overrides(cfg, ["model.sigma_reparam=true"])
   want = modelzoo.build(run_cfg.model).apply({"params": st["params"], **st["buffers"]}, x)

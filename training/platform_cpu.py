@@ -152,7 +152,7 @@ def host_peak() -> float:
   known = float(entry.get("flops", 0.0))
   flops = _matmul_flops(PEAK_ROUNDS if known <= 0 else 1)
   if flops > known:
-    table[key] = {"flops": flops, "time": time.time()}
+    table[key] = {"flops": flops}
     try:
       cache.parent.mkdir(parents=True, exist_ok=True)
       tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
